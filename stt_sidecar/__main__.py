@@ -1,0 +1,71 @@
+"""`python -m stt_sidecar`: serve faster-whisper over HTTP and WebSocket."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+from dotenv import load_dotenv
+
+from .app import STATE, create_app
+from .config import ConfigError, SidecarSettings
+from .model import ModelUnavailableError, resolve_model
+
+logger = logging.getLogger("stt_sidecar")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main() -> int:
+    # Only the .env of the directory we run in (honcho and make run from the repo root).
+    load_dotenv(Path.cwd() / ".env")
+    try:
+        settings = SidecarSettings.from_env()
+    except ConfigError as exc:
+        print(f"stt_sidecar: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # faster-whisper logs at INFO on every call; keep its warnings only.
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    try:
+        source = resolve_model(settings.model)
+    except ModelUnavailableError as exc:
+        print(f"stt_sidecar: cannot start: {exc}", file=sys.stderr)
+        return 2
+    if not _is_loopback(settings.host) and not settings.api_key:
+        logger.warning(
+            "listening on %s without STT_API_KEY: anyone who can reach this port can use it; "
+            "set STT_API_KEY or bind 127.0.0.1",
+            settings.host,
+        )
+    app = create_app(settings, source)
+    logger.info("stt sidecar on http://%s:%d (model %s)", settings.host, settings.port, source.name)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_grace_s,
+        access_log=None,
+        print=None,
+    )
+    if app[STATE].load_error:
+        print(f"stt_sidecar: cannot start: {app[STATE].load_error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

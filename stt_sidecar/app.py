@@ -1,0 +1,176 @@
+"""The aiohttp application: app factory, shared state, model lifetime, health and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .auth import make_auth_middleware
+from .config import SidecarSettings
+from .decoder import DecodeScheduler, run_whisper
+from .errors import ApiError, error_middleware
+from .metrics import SidecarMetrics
+from .model import (
+    ModelSource,
+    ModelUnavailableError,
+    default_compute_type,
+    load_whisper_model,
+    pick_device,
+)
+
+logger = logging.getLogger("stt_sidecar")
+
+WARMUP_CLIP = Path(__file__).parent / "assets" / "warmup_jfk.wav"
+
+
+@dataclass
+class SidecarState:
+    """Everything handlers share; one per app."""
+
+    settings: SidecarSettings
+    source: ModelSource
+    device: str
+    compute_type: str
+    metrics: SidecarMetrics = field(default_factory=SidecarMetrics)
+    scheduler: DecodeScheduler | None = None
+    ready: bool = False
+    load_error: str | None = None
+    active_streams: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+    def require_scheduler(self) -> DecodeScheduler:
+        """The scheduler once the model is loaded and warm; 503 with Retry-After before."""
+        if not self.ready or self.scheduler is None:
+            raise ApiError(503, "The model is still loading; retry shortly.", "model_not_ready",
+                           retry_after=2)
+        return self.scheduler
+
+    def load(self) -> float:
+        """0..1: the larger of stream occupancy and the decoder's recent busy fraction."""
+        occupancy = self.active_streams / self.settings.max_streams
+        busy = self.scheduler.busy.fraction() if self.scheduler else 0.0
+        return round(min(1.0, max(occupancy, busy)), 3)
+
+
+STATE = web.AppKey("state", SidecarState)
+
+
+def read_warmup_audio() -> np.ndarray:
+    import soundfile
+
+    audio, rate = soundfile.read(WARMUP_CLIP, dtype="float32")
+    assert rate == 16000 and audio.ndim == 1
+    return audio
+
+
+async def _load_and_warm(app: web.Application) -> None:
+    state = app[STATE]
+    s = state.settings
+    loop = asyncio.get_running_loop()
+    try:
+        model = await loop.run_in_executor(
+            None,
+            lambda: load_whisper_model(
+                state.source, device=state.device, compute_type=state.compute_type,
+                cpu_threads=s.cpu_threads, num_workers=s.num_workers,
+            ),
+        )
+        scheduler = DecodeScheduler(model, workers=s.num_workers, max_pending_batch=s.max_pending)
+        scheduler.start()
+        state.scheduler = scheduler
+        # A first decode on real speech pays one-off costs (allocations, kernels) before traffic.
+        started = time.monotonic()
+        await loop.run_in_executor(
+            None, run_whisper, model, read_warmup_audio(), {"language": "en", "beam_size": 1}
+        )
+        state.ready = True
+        logger.info(
+            "model %s ready on %s/%s (warm-up decode %.2f s)",
+            state.source.name, state.device, state.compute_type, time.monotonic() - started,
+        )
+    except ModelUnavailableError as exc:
+        state.load_error = str(exc)
+        logger.error("%s", exc)
+    except Exception:
+        state.load_error = f"model {state.source.name!r}: warm-up failed"
+        logger.exception("model warm-up failed")
+    if state.load_error:
+        # Nothing can be served: stop the process; __main__ exits non-zero on load_error.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def model_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Loads the model in the background so `/health` answers at once and `/ready` says when."""
+    task = asyncio.create_task(_load_and_warm(app), name="model-load")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    scheduler = app[STATE].scheduler
+    if scheduler is not None:
+        await scheduler.close()
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = {
+        "status": "ready" if state.ready else "loading",
+        "model": state.source.name,
+        "device": state.device,
+        "compute_type": state.compute_type,
+        "active_streams": state.active_streams,
+        "max_streams": state.settings.max_streams,
+        "load": state.load(),
+    }
+    if not state.ready:
+        return web.json_response(body, status=503, headers={"Retry-After": "2"})
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.scheduler is not None:
+        state.metrics.queue_depth.set(state.scheduler.queue_depth)
+    state.metrics.active_streams.set(state.active_streams)
+    return web.Response(
+        body=generate_latest(state.metrics.registry),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
+
+
+def create_app(settings: SidecarSettings, source: ModelSource) -> web.Application:
+    """App factory: `web.run_app(create_app(settings, resolve_model(settings.model)))`."""
+    from .batch import add_batch_routes
+    from .streaming import add_streaming_routes
+
+    device = pick_device(settings.device)
+    app = web.Application(
+        middlewares=[error_middleware, make_auth_middleware(settings.api_key)],
+        client_max_size=settings.max_upload_bytes,
+    )
+    app[STATE] = SidecarState(
+        settings=settings,
+        source=source,
+        device=device,
+        compute_type=settings.compute_type or default_compute_type(device),
+    )
+    app.cleanup_ctx.append(model_ctx)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    add_batch_routes(app)
+    add_streaming_routes(app)
+    return app

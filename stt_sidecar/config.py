@@ -1,0 +1,106 @@
+"""Sidecar settings, read once from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A setting in the environment has a value the sidecar cannot use."""
+
+
+def _parse(env: Mapping[str, str], name: str, default, kind, *, minimum=None, maximum=None):
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        if kind is bool:
+            lowered = raw.lower()
+            if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError
+            value = lowered in ("1", "true", "yes", "on")
+        else:
+            value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={raw!r} must be <= {maximum}")
+    return value
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    """Every knob of the sidecar; see `.env.example` for the environment variable of each."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    model: str = "tiny.en"
+    device: str = "auto"
+    compute_type: str | None = None  # None: int8 on CPU, float16 on CUDA
+    cpu_threads: int = 0  # 0: CTranslate2 picks (number of cores)
+    num_workers: int = 1  # concurrent decodes on the one shared model
+    api_key: str | None = None
+    max_upload_mb: float = 25.0
+    max_audio_seconds: float = 600.0
+    max_pending: int = 8  # batch requests waiting for or using the model
+    read_timeout_s: float = 30.0  # a slow upload that stalls this long is dropped
+    # streaming
+    max_streams: int = 8
+    endpoint_silence_ms: int = 450
+    max_utterance_s: float = 20.0
+    interim_interval_ms: int = 500
+    idle_timeout_s: float = 30.0
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def replace(self, **changes) -> SidecarSettings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SidecarSettings:
+        """Build settings from environment variables; raises `ConfigError` naming a bad one."""
+        env = os.environ if env is None else env
+        d = cls()
+        device = env.get("STT_DEVICE", d.device).strip().lower() or d.device
+        if device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"STT_DEVICE={device!r} must be one of auto, cpu, cuda")
+        return cls(
+            host=env.get("STT_HOST", "").strip() or d.host,
+            port=_parse(env, "STT_PORT", d.port, int, minimum=0, maximum=65535),
+            model=env.get("STT_MODEL", "").strip() or d.model,
+            device=device,
+            compute_type=env.get("STT_COMPUTE_TYPE", "").strip() or None,
+            cpu_threads=_parse(env, "STT_CPU_THREADS", d.cpu_threads, int, minimum=0),
+            num_workers=_parse(env, "STT_NUM_WORKERS", d.num_workers, int, minimum=1, maximum=16),
+            api_key=env.get("STT_API_KEY", "").strip() or None,
+            max_upload_mb=_parse(env, "STT_MAX_UPLOAD_MB", d.max_upload_mb, float, minimum=0.01),
+            max_audio_seconds=_parse(
+                env, "STT_MAX_AUDIO_SECONDS", d.max_audio_seconds, float, minimum=1
+            ),
+            max_pending=_parse(env, "STT_MAX_PENDING", d.max_pending, int, minimum=1),
+            read_timeout_s=_parse(env, "STT_READ_TIMEOUT_S", d.read_timeout_s, float, minimum=1),
+            max_streams=_parse(env, "STT_MAX_STREAMS", d.max_streams, int, minimum=1),
+            endpoint_silence_ms=_parse(
+                env, "STT_ENDPOINT_SILENCE_MS", d.endpoint_silence_ms, int, minimum=100
+            ),
+            max_utterance_s=_parse(
+                env, "STT_MAX_UTTERANCE_S", d.max_utterance_s, float, minimum=2, maximum=30
+            ),
+            interim_interval_ms=_parse(
+                env, "STT_INTERIM_INTERVAL_MS", d.interim_interval_ms, int, minimum=100
+            ),
+            idle_timeout_s=_parse(env, "STT_IDLE_TIMEOUT_S", d.idle_timeout_s, float, minimum=1),
+            shutdown_grace_s=_parse(
+                env, "STT_SHUTDOWN_GRACE_S", d.shutdown_grace_s, float, minimum=0
+            ),
+            log_level=(env.get("STT_LOG_LEVEL", "").strip() or d.log_level).upper(),
+        )

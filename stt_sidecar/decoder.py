@@ -1,0 +1,238 @@
+"""One shared Whisper model behind one priority scheduler.
+
+Every decode in the process (batch requests, streaming finals, streaming interims) goes through
+`DecodeScheduler`, so that a final never waits behind an interim, interims of one stream are
+coalesced (only the newest matters), and the event loop never runs model code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.transcribe import Segment, TranscriptionInfo
+
+logger = logging.getLogger("stt_sidecar.decoder")
+
+
+class Priority(IntEnum):
+    """Lower runs first."""
+
+    FINAL = 0
+    BATCH = 1
+    INTERIM = 2
+
+
+class DecodeOverloaded(Exception):
+    """Too many batch requests are already waiting for the model."""
+
+
+class DecodeSuperseded(Exception):
+    """An interim decode was replaced by a newer one of the same stream before it ran."""
+
+
+class DecodeFailed(Exception):
+    """The model itself failed; the cause is logged, never sent to clients."""
+
+
+@dataclass
+class DecodeResult:
+    segments: list[Segment]
+    info: TranscriptionInfo
+    decode_seconds: float
+    queue_seconds: float
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    seq: int
+    audio: np.ndarray = field(compare=False)
+    options: dict[str, Any] = field(compare=False)
+    future: asyncio.Future[DecodeResult] = field(compare=False)
+    coalesce_key: Hashable | None = field(compare=False, default=None)
+    enqueued_at: float = field(compare=False, default_factory=time.monotonic)
+    dead: bool = field(compare=False, default=False)
+
+
+def run_whisper(
+    model: WhisperModel, audio: np.ndarray, options: dict[str, Any]
+) -> tuple[list[Segment], TranscriptionInfo]:
+    """Blocking decode. `transcribe()` returns a lazy generator: decoding happens while
+    iterating, so both must run in the same executor job."""
+    segments, info = model.transcribe(audio, **options)
+    return list(segments), info
+
+
+class BusyTracker:
+    """Fraction of wall time the decoder workers spent decoding over a sliding window."""
+
+    def __init__(self, workers: int, window_s: float = 5.0) -> None:
+        self._workers = workers
+        self._window = window_s
+        self._spans: collections.deque[tuple[float, float]] = collections.deque(maxlen=4096)
+        self._running: dict[int, float] = {}
+
+    def begin(self, token: int) -> None:
+        self._running[token] = time.monotonic()
+
+    def end(self, token: int) -> None:
+        started = self._running.pop(token, None)
+        if started is not None:
+            self._spans.append((started, time.monotonic()))
+
+    def fraction(self) -> float:
+        now = time.monotonic()
+        horizon = now - self._window
+        busy = 0.0
+        for start, end in self._spans:
+            if end > horizon:
+                busy += end - max(start, horizon)
+        for start in self._running.values():
+            busy += now - max(start, horizon)
+        return min(1.0, busy / (self._window * self._workers))
+
+
+class DecodeScheduler:
+    """Runs decodes on `workers` threads, highest priority first.
+
+    Args:
+        model: the shared model, created with `num_workers=workers`.
+        workers: concurrent decodes (threads); match `WhisperModel(num_workers=...)`.
+        max_pending_batch: batch jobs queued or running before `DecodeOverloaded`.
+    """
+
+    def __init__(self, model: WhisperModel, *, workers: int = 1, max_pending_batch: int = 8):
+        self.model = model
+        self._workers = workers
+        self._max_pending_batch = max_pending_batch
+        self._heap: list[_Job] = []
+        self._by_key: dict[Hashable, _Job] = {}
+        self._wakeup = asyncio.Event()
+        self._seq = itertools.count()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending_batch = 0
+        self.busy = BusyTracker(workers)
+        self.interims_superseded = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._worker(i), name=f"decode-worker-{i}")
+            for i in range(self._workers)
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for job in self._heap:
+            if not job.future.done():
+                job.future.cancel()
+        self._heap.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- introspection ---------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        return sum(1 for job in self._heap if not job.dead)
+
+    @property
+    def pending_batch(self) -> int:
+        return self._pending_batch
+
+    # -- submitting ------------------------------------------------------------------------
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        priority: Priority,
+        *,
+        coalesce_key: Hashable | None = None,
+    ) -> DecodeResult:
+        """Queue a decode and wait for it.
+
+        Raises:
+            DecodeOverloaded: a batch job found the batch queue full.
+            DecodeSuperseded: an interim was replaced by a newer one with the same key.
+            DecodeFailed: the model raised.
+        """
+        if priority == Priority.BATCH:
+            if self._pending_batch >= self._max_pending_batch:
+                raise DecodeOverloaded()
+            self._pending_batch += 1
+        try:
+            future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
+            job = _Job(int(priority), next(self._seq), audio, options, future, coalesce_key)
+            if coalesce_key is not None:
+                previous = self._by_key.get(coalesce_key)
+                if previous is not None and not previous.dead:
+                    previous.dead = True
+                    self.interims_superseded += 1
+                    if not previous.future.done():
+                        previous.future.set_exception(DecodeSuperseded())
+                self._by_key[coalesce_key] = job
+            heapq.heappush(self._heap, job)
+            self._wakeup.set()
+            try:
+                return await future
+            finally:
+                job.dead = True  # a cancelled waiter leaves nothing behind to decode
+                if coalesce_key is not None and self._by_key.get(coalesce_key) is job:
+                    del self._by_key[coalesce_key]
+        finally:
+            if priority == Priority.BATCH:
+                self._pending_batch -= 1
+
+    def _next_job(self) -> _Job | None:
+        while self._heap:
+            job = heapq.heappop(self._heap)
+            if not job.dead and not job.future.done():
+                return job
+        return None
+
+    async def _worker(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = self._next_job()
+            if job is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            job.dead = True  # taken: a newer interim must not try to supersede it now
+            started = time.monotonic()
+            self.busy.begin(index)
+            try:
+                segments, info = await loop.run_in_executor(
+                    self._executor, run_whisper, self.model, job.audio, job.options
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("decode failed (%.1f s of audio)", len(job.audio) / 16000)
+                if not job.future.done():
+                    job.future.set_exception(DecodeFailed())
+            else:
+                if not job.future.done():
+                    job.future.set_result(
+                        DecodeResult(
+                            segments=segments,
+                            info=info,
+                            decode_seconds=time.monotonic() - started,
+                            queue_seconds=started - job.enqueued_at,
+                        )
+                    )
+            finally:
+                self.busy.end(index)

@@ -1,0 +1,31 @@
+"""Shared fixtures: one real sidecar per test session, started on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .sidecar_process import SidecarProcess
+
+
+@pytest.fixture(scope="session")
+def sidecar() -> Iterator[SidecarProcess]:
+    """The real sidecar with the bundled tiny.en model and no API key.
+
+    Limits are set explicitly so the tests never depend on defaults changing or on a .env.
+    """
+    proc = SidecarProcess(
+        STT_MAX_UPLOAD_MB="25",
+        STT_MAX_AUDIO_SECONDS="600",
+        STT_MAX_PENDING="8",
+        STT_MAX_STREAMS="8",
+        STT_IDLE_TIMEOUT_S="30",
+    ).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def sidecar_url(sidecar: SidecarProcess) -> str:
+    return sidecar.url
