@@ -1,7 +1,396 @@
-"""Batch transcription endpoints (issue 3): placeholder until implemented."""
+"""Batch transcription endpoints: the native `POST /transcribe` and OpenAI's
+`POST /v1/audio/transcriptions`, `POST /v1/audio/translations` and `GET /v1/models`.
 
+One request goes: admission (at most `STT_MAX_PENDING` batch requests in flight, counted from
+the first byte of upload, so slow uploads cannot pile up memory) -> body read with size and idle
+limits -> parameters checked -> audio decoded in a small executor with the duration cap ->
+`DecodeScheduler` at BATCH priority -> rendered in the asked format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
 from aiohttp import web
+
+from . import formats
+from .app import STATE, SidecarState
+from .audio_decode import SAMPLE_RATE, AudioDecodeError, decode_audio_capped
+from .decoder import DecodeFailed, DecodeOverloaded, DecodeResult, Priority
+from .errors import REQUEST_ID, ApiError
+from .upload import Upload, read_upload
+from .whisper_options import DecodeRequest, decode_options
+
+logger = logging.getLogger("stt_sidecar.batch")
+
+OPENAI_MODEL_ALIAS = "whisper-1"  # what OpenAI clients send by default
+AUDIO_DECODE_THREADS = 2  # FFmpeg decoding is CPU-bound; more threads would starve the model
+TIMESTAMP_GRANULARITIES = ("word", "segment")
+
+
+class BatchGate:
+    """Counts batch requests from admission to response; refuses beyond the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def enter(self) -> None:
+        if self.in_flight >= self.limit:
+            raise _overloaded()
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+
+AUDIO_POOL = web.AppKey("batch_audio_pool", ThreadPoolExecutor)
+GATE = web.AppKey("batch_gate", BatchGate)
+
+
+def _overloaded() -> ApiError:
+    return ApiError(
+        503,
+        "Too many transcription requests are waiting; retry shortly.",
+        "overloaded",
+        retry_after=2,
+    )
+
+
+# -- parameters ----------------------------------------------------------------------------
+
+
+def _bad(param: str, message: str) -> ApiError:
+    return ApiError(400, message, "invalid_parameter", param=param)
+
+
+def _parse_bool(upload: Upload, name: str) -> bool:
+    raw = upload.get(name)
+    if raw is None or raw.strip() == "":
+        return False
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise _bad(name, f"'{name}' must be true or false.")
+
+
+def _parse_temperature(upload: Upload) -> float | None:
+    raw = upload.get("temperature")
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad("temperature", "'temperature' must be a number between 0 and 1.") from None
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise _bad("temperature", "'temperature' must be a number between 0 and 1.")
+    return value
+
+
+def _parse_language(upload: Upload, supported: list[str], model_name: str) -> str | None:
+    raw = (upload.get("language") or "").strip().lower()
+    if not raw:
+        # English-only models have one answer; multilingual ones detect it.
+        return "en" if supported == ["en"] else None
+    if raw not in supported:
+        if supported == ["en"]:
+            raise _bad(
+                "language",
+                f"Model '{model_name}' is English-only; 'language' must be 'en' or omitted.",
+            )
+        raise _bad(
+            "language",
+            f"Unsupported language {raw[:20]!r}: use an ISO-639-1 code such as 'en', 'de' or 'fr'.",
+        )
+    return raw
+
+
+def _check_translation_possible(supported: list[str], model_name: str, param: str) -> None:
+    if supported == ["en"]:
+        raise _bad(
+            param,
+            f"Model '{model_name}' is English-only and cannot translate; "
+            "use task=transcribe or a multilingual model (e.g. STT_MODEL=small).",
+        )
+
+
+def _check_model(upload: Upload, served: str) -> None:
+    model = (upload.get("model") or "").strip()
+    # Missing is fine (curl users); the alias keeps OpenAI clients' default working.
+    if model and model not in (served, OPENAI_MODEL_ALIAS):
+        raise ApiError(
+            400,
+            f"Unknown model {model[:100]!r}: this server serves '{served}' "
+            f"(also accepted as '{OPENAI_MODEL_ALIAS}').",
+            "model_not_found",
+            param="model",
+        )
+
+
+def _parse_prompt(upload: Upload) -> str | None:
+    prompt = upload.get("prompt")
+    return prompt if prompt and prompt.strip() else None
+
+
+def _parse_response_format(upload: Upload) -> str:
+    value = (upload.get("response_format") or "json").strip()
+    if value not in formats.RESPONSE_FORMATS:
+        raise _bad(
+            "response_format",
+            f"'response_format' must be one of {', '.join(formats.RESPONSE_FORMATS)}.",
+        )
+    return value
+
+
+def _parse_granularities(upload: Upload) -> set[str]:
+    # OpenAI's client sends `timestamp_granularities[]`; curl users often drop the brackets.
+    values = upload.get_all("timestamp_granularities[]") + upload.get_all("timestamp_granularities")
+    chosen = {v.strip() for v in values if v.strip()}
+    for value in chosen:
+        if value not in TIMESTAMP_GRANULARITIES:
+            raise _bad(
+                "timestamp_granularities[]",
+                "'timestamp_granularities[]' values must be 'word' or 'segment'.",
+            )
+    return chosen or {"segment"}
+
+
+# -- the shared pipeline -------------------------------------------------------------------
+
+
+@dataclass
+class _Decoded:
+    result: DecodeResult
+    audio_seconds: float
+
+
+async def _decode(
+    request: web.Request, state: SidecarState, audio_bytes: bytes, decode_request: DecodeRequest
+) -> _Decoded:
+    """Upload bytes -> PCM (executor, capped) -> model (scheduler)."""
+    scheduler = state.require_scheduler()
+    loop = asyncio.get_running_loop()
+    try:
+        audio: np.ndarray = await loop.run_in_executor(
+            request.app[AUDIO_POOL],
+            decode_audio_capped,
+            audio_bytes,
+            state.settings.max_audio_seconds,
+        )
+    except AudioDecodeError as exc:
+        raise ApiError(400, exc.message, exc.code, param="file") from None
+    try:
+        result = await scheduler.transcribe(audio, decode_options(decode_request), Priority.BATCH)
+    except DecodeOverloaded:
+        raise _overloaded() from None
+    except DecodeFailed:
+        raise ApiError(
+            503,
+            "The model failed to transcribe this audio; retry shortly.",
+            "internal_error",
+            retry_after=1,
+        ) from None
+    seconds = len(audio) / SAMPLE_RATE
+    state.metrics.batch_audio_seconds.inc(seconds)
+    state.metrics.decode_seconds.labels(kind="batch").observe(result.decode_seconds)
+    return _Decoded(result, seconds)
+
+
+async def _read(request: web.Request, state: SidecarState) -> Upload:
+    return await read_upload(
+        request,
+        max_bytes=state.settings.max_upload_bytes,
+        idle_timeout=state.settings.read_timeout_s,
+    )
+
+
+def _supported_languages(state: SidecarState) -> list[str]:
+    return list(state.require_scheduler().model.supported_languages)
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+async def transcribe_native(request: web.Request) -> web.Response:
+    """`POST /transcribe`: multipart `file` or a raw audio body; `language`, `task`,
+    `word_timestamps` as form fields or query parameters."""
+    state = request.app[STATE]
+    supported = _supported_languages(state)  # 503 before reading a body we cannot serve
+    upload = await _read(request, state)
+    name = state.source.name
+    task = (upload.get("task") or "transcribe").strip()
+    if task not in ("transcribe", "translate"):
+        raise _bad("task", "'task' must be 'transcribe' or 'translate'.")
+    if task == "translate":
+        _check_translation_possible(supported, name, "task")
+    word_timestamps = _parse_bool(upload, "word_timestamps")
+    decode_request = DecodeRequest(
+        language=_parse_language(upload, supported, name),
+        task=task,
+        word_timestamps=word_timestamps,
+    )
+    decoded = await _decode(request, state, upload.audio, decode_request)
+    r = decoded.result
+    return web.json_response(
+        formats.native_json(r.segments, r.info, word_timestamps=word_timestamps)
+    )
+
+
+async def _openai(request: web.Request, task: str) -> web.Response:
+    state = request.app[STATE]
+    supported = _supported_languages(state)
+    upload = await _read(request, state)
+    name = state.source.name
+    _check_model(upload, name)
+    if task == "translate":
+        _check_translation_possible(supported, name, "model")
+        language = None  # OpenAI's translations endpoint takes no language; Whisper detects
+    else:
+        language = _parse_language(upload, supported, name)
+    response_format = _parse_response_format(upload)
+    granularities = _parse_granularities(upload)
+    # Word timing costs an alignment pass; only verbose_json can carry it.
+    words = response_format == "verbose_json" and "word" in granularities
+    decode_request = DecodeRequest(
+        language=language,
+        task=task,
+        word_timestamps=words,
+        initial_prompt=_parse_prompt(upload),
+        temperature=_parse_temperature(upload),
+    )
+    decoded = await _decode(request, state, upload.audio, decode_request)
+    segments, info = decoded.result.segments, decoded.result.info
+    if response_format == "json":
+        return web.json_response(formats.openai_json(segments, info))
+    if response_format == "verbose_json":
+        return web.json_response(
+            formats.openai_verbose_json(
+                segments,
+                info,
+                task=task,
+                include_segments="segment" in granularities,
+                include_words=words,
+            )
+        )
+    render = {"text": formats.plain_text, "srt": formats.srt, "vtt": formats.vtt}[response_format]
+    return web.Response(
+        text=render(segments),
+        content_type=formats.TEXT_CONTENT_TYPES[response_format],
+        charset="utf-8",
+    )
+
+
+async def openai_transcriptions(request: web.Request) -> web.Response:
+    """`POST /v1/audio/transcriptions` (OpenAI-compatible)."""
+    return await _openai(request, "transcribe")
+
+
+async def openai_translations(request: web.Request) -> web.Response:
+    """`POST /v1/audio/translations` (OpenAI-compatible; multilingual models only)."""
+    return await _openai(request, "translate")
+
+
+def _model_card(model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "stt-sidecar"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """`GET /v1/models`: the served model and the `whisper-1` alias that maps to it."""
+    served = request.app[STATE].source.name
+    ids = [served] if served == OPENAI_MODEL_ALIAS else [served, OPENAI_MODEL_ALIAS]
+    return web.json_response({"object": "list", "data": [_model_card(i) for i in ids]})
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{model}`."""
+    model_id = request.match_info["model"]
+    if model_id not in (request.app[STATE].source.name, OPENAI_MODEL_ALIAS):
+        raise ApiError(404, f"No model {model_id[:100]!r} here.", "model_not_found", param="model")
+    return web.json_response(_model_card(model_id))
+
+
+# -- wiring --------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _instrumented(endpoint: str, handler: Handler, *, gated: bool) -> Handler:
+    """Counts each request by endpoint and status, logs failures with the request id, and
+    (for transcription) holds a `BatchGate` slot for the whole request."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        started = time.monotonic()
+        status, code = 503, "internal_error"  # unless we learn otherwise below
+        gate = request.app[GATE] if gated else None
+        entered = False
+        try:
+            if gate is not None:
+                gate.enter()
+                entered = True
+            response = await handler(request)
+            status, code = response.status, ""
+            return response
+        except ApiError as exc:
+            status, code = exc.status, exc.code
+            log = logger.warning if status >= 500 else logger.info
+            log(
+                "request %s %s -> %d %s: %s",
+                request[REQUEST_ID],
+                endpoint,
+                status,
+                code,
+                exc.message,
+            )
+            raise
+        except web.HTTPException as exc:
+            status, code = exc.status, "http_error"
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            status, code = 499, "client_closed"  # nginx's code for "the client went away"
+            raise
+        finally:
+            if entered:
+                gate.leave()
+            state.metrics.http_requests.labels(endpoint=endpoint, status=str(status)).inc()
+            if code:
+                state.metrics.errors.labels(code=code).inc()
+            logger.debug(
+                "request %s %s -> %d in %.3f s",
+                request[REQUEST_ID],
+                endpoint,
+                status,
+                time.monotonic() - started,
+            )
+
+    return wrapped
+
+
+async def _audio_pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    pool = ThreadPoolExecutor(max_workers=AUDIO_DECODE_THREADS, thread_name_prefix="audio-decode")
+    app[AUDIO_POOL] = pool
+    app[GATE] = BatchGate(app[STATE].settings.max_pending)
+    yield
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def add_batch_routes(app: web.Application) -> None:
-    pass
+    """Register the batch endpoints and the audio-decoding executor on `app`."""
+    app.cleanup_ctx.append(_audio_pool_ctx)
+    routes = [
+        ("POST", "/transcribe", transcribe_native, True),
+        ("POST", "/v1/audio/transcriptions", openai_transcriptions, True),
+        ("POST", "/v1/audio/translations", openai_translations, True),
+        ("GET", "/v1/models", list_models, False),
+        ("GET", "/v1/models/{model}", retrieve_model, False),
+    ]
+    for method, path, handler, gated in routes:
+        app.router.add_route(method, path, _instrumented(path, handler, gated=gated))
