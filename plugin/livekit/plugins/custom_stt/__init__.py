@@ -6,9 +6,20 @@ Usage: ``AgentSession(stt=custom_stt.STT())`` with the sidecar running (``python
 from livekit.agents import Plugin
 
 from .log import logger
+from .models import STTLanguages, STTModels, STTTasks
+from .stt import DEFAULT_CONN_OPTIONS, STT, SpeechStream, STTOptions
 from .version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "DEFAULT_CONN_OPTIONS",
+    "STT",
+    "STTLanguages",
+    "STTModels",
+    "STTOptions",
+    "STTTasks",
+    "SpeechStream",
+    "__version__",
+]
 
 
 class CustomSTTPlugin(Plugin):

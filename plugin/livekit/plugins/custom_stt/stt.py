@@ -1,0 +1,1000 @@
+"""Speech-to-text through the self-hosted faster-whisper sidecar.
+
+Batch recognition uses the sidecar's OpenAI-compatible ``POST /v1/audio/transcriptions``;
+streaming uses its ``GET /v1/stream`` WebSocket, whose server-side VAD endpoints utterances.
+
+Unlike the hosted-provider plugins, a stream here survives a sidecar restart without losing or
+repeating words: it keeps the audio it sent since the last final transcript and replays it on the
+next connection (see `SpeechStream`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import os
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+import numpy as np
+from livekit import rtc
+from livekit.agents import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    APIConnectionError,
+    APIConnectOptions,
+    APIStatusError,
+    APITimeoutError,
+    LanguageCode,
+    create_api_error_from_http,
+    stt,
+    utils,
+)
+from livekit.agents.types import NOT_GIVEN, NotGivenOr, TimedString
+from livekit.agents.utils import AudioBuffer, is_given
+
+from .log import logger
+from .models import STTLanguages, STTModels, STTTasks
+
+SAMPLE_RATE = 16000
+"""The rate the stream sends; the base class resamples pushed frames to it."""
+CHUNK_SAMPLES = SAMPLE_RATE // 20
+"""50 ms per WebSocket frame: small enough for low latency, large enough to keep overhead low."""
+DEFAULT_BASE_URL = "http://127.0.0.1:8765"
+DEFAULT_MAX_REPLAY_S = 30.0
+# With no utterance open, audio older than this cannot hold speech the server has not reported
+# (its VAD answers within a second), so it is dropped from the replay buffer without a warning.
+_QUIET_KEEP_S = 10.0
+
+DEFAULT_CONN_OPTIONS = APIConnectOptions(max_retry=12, retry_interval=1.0, timeout=10.0)
+"""The framework's default retries for about 4 s in all (0.1 s, then 2 s, three tries), less than
+a sidecar restart plus model warm-up. Twelve tries one second apart ride out ~11 s of downtime,
+and the base class resets the count after every final transcript."""
+
+# Server error codes (issue 4) -> the HTTP-like status that decides retryability in
+# `APIStatusError`: 4xx other than 408/429/499 are final, everything else is retried.
+_ERROR_STATUS = {
+    "invalid_config": 400,
+    "protocol_error": 400,
+    "frame_too_large": 413,
+    "invalid_api_key": 401,
+    "overloaded": 503,
+    "slow_consumer": 503,
+    "idle_timeout": 408,
+    "going_away": 503,
+    "internal": 500,
+}
+
+_CLOSE_TYPES = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+_FLUSH_MSG = json.dumps({"type": "flush"})
+_CLOSE_MSG = json.dumps({"type": "close"})
+
+
+@dataclass
+class STTOptions:
+    """Options of an `STT` and, copied, of each of its streams.
+
+    Attributes:
+        base_url: The sidecar's HTTP root, e.g. ``http://127.0.0.1:8765``.
+        api_key: Sent as ``Authorization: Bearer``; ``None`` when the sidecar has no key.
+        language: Language code, or ``None`` to let the model detect it.
+        interim_results: Whether streams ask for interim transcripts.
+        task: ``"transcribe"`` or ``"translate"`` (to English, multilingual models only).
+        prompt: Text that biases decoding (names, jargon), or ``None``.
+        model: The ``model`` form field of batch requests and the name metrics report.
+    """
+
+    base_url: str
+    api_key: str | None
+    language: str | None
+    interim_results: bool
+    task: STTTasks | str
+    prompt: str | None
+    model: STTModels | str
+
+    def ws_url(self) -> str:
+        """The streaming endpoint's URL (``ws``/``wss`` for ``http``/``https``)."""
+        root = self.base_url.rstrip("/")
+        if root.startswith("http"):
+            root = "ws" + root[len("http") :]
+        return root + "/v1/stream"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def stream_config(self) -> dict[str, Any]:
+        """The first message of a stream; exactly the keys the protocol defines."""
+        return {
+            "type": "config",
+            "language": _language_param(self.language),
+            "sample_rate": SAMPLE_RATE,
+            "encoding": "pcm_s16le",
+            "channels": 1,
+            "task": self.task,
+            "interim_results": self.interim_results,
+            "prompt": self.prompt,
+        }
+
+
+def _language_param(language: str | None) -> str | None:
+    """The base code Whisper takes (``en`` from ``en-US`` or ``english``); None detects."""
+    return LanguageCode(language).language if language else None
+
+
+def _given_changes(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if is_given(v)}
+
+
+class STT(stt.STT):
+    """LiveKit STT backed by the faster-whisper sidecar (``python -m stt_sidecar``)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: NotGivenOr[str] = NOT_GIVEN,
+        api_key: NotGivenOr[str | None] = NOT_GIVEN,
+        language: STTLanguages | str | None = "en",
+        interim_results: bool = True,
+        task: STTTasks | str = "transcribe",
+        prompt: str | None = None,
+        model: STTModels | str = "whisper-1",
+        http_session: aiohttp.ClientSession | None = None,
+        conn_options: APIConnectOptions = DEFAULT_CONN_OPTIONS,
+        max_replay_s: float = DEFAULT_MAX_REPLAY_S,
+    ) -> None:
+        """Create an STT for the sidecar.
+
+        Args:
+            base_url: The sidecar's HTTP root. Defaults to env ``CUSTOM_STT_URL``, else
+                ``http://127.0.0.1:8765``.
+            api_key: Bearer token. Defaults to env ``STT_API_KEY``; unset or empty sends none.
+            language: Language code (default ``"en"``); ``None`` lets the model detect it.
+            interim_results: Ask streams for interim transcripts (default True).
+            task: ``"transcribe"`` (default) or ``"translate"``.
+            prompt: Optional text to bias decoding (default None).
+            model: The ``model`` field of batch requests and the name in metrics (default
+                ``"whisper-1"``, which OpenAI-compatible servers accept); the sidecar serves the
+                model it was started with.
+            http_session: A shared aiohttp session. Defaults to the job's
+                ``utils.http_context.http_session()``, or, outside a job, one this STT owns
+                and closes in `aclose`.
+            conn_options: Retry policy used when a caller passes the framework's
+                ``DEFAULT_API_CONNECT_OPTIONS`` (as ``AgentSession`` does unless told
+                otherwise). Default: 12 tries, 1 s apart, 10 s connect timeout, which outlasts
+                a sidecar restart. Any other options a caller passes are used as given.
+            max_replay_s: Most audio (seconds) a stream keeps for replay after a dropped
+                connection (default 30; the sidecar cuts utterances at 20 s).
+
+        Raises:
+            ValueError: If ``max_replay_s`` is not positive.
+        """
+        super().__init__(
+            capabilities=stt.STTCapabilities(
+                streaming=True,
+                interim_results=interim_results,
+                aligned_transcript="word",
+                # flush() maps onto the protocol's {"type": "flush"}
+                manual_flush=True,
+            )
+        )
+        if max_replay_s <= 0:
+            raise ValueError("max_replay_s must be positive")
+        if not is_given(base_url):
+            base_url = os.environ.get("CUSTOM_STT_URL") or DEFAULT_BASE_URL
+        if not is_given(api_key):
+            api_key = os.environ.get("STT_API_KEY") or None
+        self._opts = STTOptions(
+            base_url=base_url.rstrip("/"),
+            api_key=api_key or None,
+            language=language,
+            interim_results=interim_results,
+            task=task,
+            prompt=prompt,
+            model=model,
+        )
+        self._conn_options = conn_options
+        self._max_replay_s = max_replay_s
+        self._session = http_session
+        self._owned_session: aiohttp.ClientSession | None = None
+        self._streams = weakref.WeakSet[SpeechStream]()
+
+    @property
+    def model(self) -> str:
+        return self._opts.model
+
+    @property
+    def provider(self) -> str:
+        return urlparse(self._opts.base_url).netloc or "custom-stt"
+
+    def _resolve_conn_options(self, conn_options: APIConnectOptions) -> APIConnectOptions:
+        # Identity, not equality: the framework passes its module-level default object when the
+        # user chose nothing, and an explicit APIConnectOptions() is honoured as given.
+        return self._conn_options if conn_options is DEFAULT_API_CONNECT_OPTIONS else conn_options
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is not None:
+            return self._session
+        try:
+            return utils.http_context.http_session()
+        except RuntimeError:
+            # outside a job (scripts, tests): a session of our own, closed in aclose()
+            if self._owned_session is None or self._owned_session.closed:
+                self._owned_session = aiohttp.ClientSession()
+            return self._owned_session
+
+    async def recognize(
+        self,
+        buffer: AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> stt.SpeechEvent:
+        """Transcribe a whole buffer with one request (retried per ``conn_options``).
+
+        Args:
+            buffer: Audio frames at any rate and channel count.
+            language: Overrides the STT's language for this call.
+            conn_options: Retry policy; the framework default is replaced by the STT's.
+
+        Raises:
+            APIStatusError: The sidecar refused the request (4xx are not retried).
+            APIConnectionError: The sidecar could not be reached after all retries.
+        """
+        return await super().recognize(
+            buffer, language=language, conn_options=self._resolve_conn_options(conn_options)
+        )
+
+    async def _recognize_impl(
+        self,
+        buffer: AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        opts = self._opts
+        lang = language if is_given(language) else opts.language
+        frame = rtc.combine_audio_frames(buffer)
+        duration = frame.samples_per_channel / frame.sample_rate if frame.sample_rate else 0.0
+
+        form = aiohttp.FormData()
+        form.add_field("file", frame.to_wav_bytes(), filename="audio.wav", content_type="audio/wav")
+        form.add_field("model", opts.model)
+        form.add_field("response_format", "verbose_json")
+        form.add_field("timestamp_granularities[]", "word")
+        form.add_field("timestamp_granularities[]", "segment")
+        if _language_param(lang):
+            form.add_field("language", _language_param(lang))
+        if opts.prompt:
+            form.add_field("prompt", opts.prompt)
+        path = "/v1/audio/translations" if opts.task == "translate" else "/v1/audio/transcriptions"
+        url = opts.base_url + path
+        # Decoding can queue behind other requests: bound only the connect and each read, with
+        # a read allowance that grows with the audio.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=conn_options.timeout, sock_read=max(30.0, 2.0 * duration)
+        )
+        logger.debug("recognize: %.2f s of audio to %s", duration, url)
+        try:
+            async with self._ensure_session().post(
+                url, data=form, headers=opts.auth_headers(), timeout=timeout
+            ) as resp:
+                request_id = resp.headers.get("X-Request-Id")
+                if resp.status != 200:
+                    body = await _read_error_body(resp)
+                    raise create_api_error_from_http(
+                        _error_message(body), status=resp.status, request_id=request_id, body=body
+                    )
+                data = await resp.json()
+        except asyncio.TimeoutError:
+            raise APITimeoutError(
+                f"the sidecar at {opts.base_url} did not answer in time"
+            ) from None
+        except (aiohttp.ClientError, OSError) as e:
+            # `from None`: aiohttp errors carry the request, whose headers hold the API key
+            raise APIConnectionError(
+                f"cannot reach the sidecar at {opts.base_url} ({type(e).__name__})"
+            ) from None
+        except ValueError:
+            raise APIConnectionError("the sidecar sent a response that is not JSON") from None
+
+        return stt.SpeechEvent(
+            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+            request_id=request_id or "",
+            alternatives=[_speech_data_from_verbose(data, fallback_language=lang)],
+        )
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str | None] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> SpeechStream:
+        """Open a streaming recognizer.
+
+        Args:
+            language: This stream's language (``None`` detects); defaults to the STT's.
+            conn_options: Retry policy; the framework default is replaced by the STT's.
+
+        Returns:
+            A `SpeechStream`; push 48 kHz (or any rate) mono frames into it.
+        """
+        opts = dataclasses.replace(self._opts)
+        if is_given(language):
+            opts.language = language
+        stream = SpeechStream(
+            stt=self,
+            opts=opts,
+            conn_options=self._resolve_conn_options(conn_options),
+            max_replay_s=self._max_replay_s,
+        )
+        self._streams.add(stream)
+        return stream
+
+    def update_options(
+        self,
+        *,
+        language: NotGivenOr[str | None] = NOT_GIVEN,
+        interim_results: NotGivenOr[bool] = NOT_GIVEN,
+        task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
+        prompt: NotGivenOr[str | None] = NOT_GIVEN,
+    ) -> None:
+        """Change options for later requests and for every live stream.
+
+        A live stream with a real change reconnects and replays its unfinalized audio under the
+        new config (the protocol has no in-band reconfigure), so nothing is lost.
+
+        Args:
+            language: Language code, or ``None`` to detect.
+            interim_results: Whether to ask for interim transcripts.
+            task: ``"transcribe"`` or ``"translate"``.
+            prompt: Decoding prompt, or ``None`` to clear it.
+        """
+        changes = _given_changes(
+            language=language, interim_results=interim_results, task=task, prompt=prompt
+        )
+        self._opts = dataclasses.replace(self._opts, **changes)
+        if "interim_results" in changes:
+            self._capabilities.interim_results = changes["interim_results"]
+        for stream in self._streams:
+            stream._apply_changes(changes)
+
+    async def aclose(self) -> None:
+        """Close every live stream and the session this STT owns (if any)."""
+        streams = list(self._streams)
+        if streams:
+            await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)
+        if self._owned_session is not None:
+            await self._owned_session.close()
+            self._owned_session = None
+
+
+async def _read_error_body(resp: aiohttp.ClientResponse) -> object:
+    try:
+        return await resp.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        return (await resp.text(errors="replace"))[:500]
+
+
+def _error_message(body: object) -> str:
+    """The message of an OpenAI-style ``{"error": {"message": ...}}`` body, if any."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+    return body if isinstance(body, str) else ""
+
+
+def _clamp01(x: float) -> float:
+    return 0.0 if not math.isfinite(x) else min(1.0, max(0.0, x))
+
+
+def _word_confidence(w: dict[str, Any]) -> float | None:
+    for key in ("confidence", "probability"):
+        if isinstance(w.get(key), (int, float)):
+            return _clamp01(float(w[key]))
+    return None
+
+
+def _timed_words(words: list[dict[str, Any]], offset: float) -> list[TimedString]:
+    out = []
+    for w in words:
+        text = str(w.get("word", "")).strip()
+        if not text:
+            continue
+        conf = _word_confidence(w)
+        out.append(
+            TimedString(
+                text,
+                start_time=float(w.get("start", 0.0)) + offset,
+                end_time=float(w.get("end", 0.0)) + offset,
+                confidence=conf if conf is not None else NOT_GIVEN,
+                start_time_offset=offset,
+            )
+        )
+    return out
+
+
+def _speech_data_from_verbose(
+    data: dict[str, Any], *, fallback_language: str | None
+) -> stt.SpeechData:
+    """SpeechData from an OpenAI ``verbose_json`` transcription (words and segments optional)."""
+    words = data.get("words") or []
+    segments = data.get("segments") or []
+    if words:
+        start, end = float(words[0].get("start", 0.0)), float(words[-1].get("end", 0.0))
+    elif segments:
+        start, end = float(segments[0].get("start", 0.0)), float(segments[-1].get("end", 0.0))
+    else:
+        start, end = 0.0, float(data.get("duration") or 0.0)
+    confs = [c for c in (_word_confidence(w) for w in words) if c is not None]
+    if confs:
+        confidence = sum(confs) / len(confs)
+    elif segments and all("avg_logprob" in s for s in segments):
+        # mean token probability of the decode, the same scale as Whisper's word probabilities
+        confidence = _clamp01(math.exp(sum(s["avg_logprob"] for s in segments) / len(segments)))
+    else:
+        confidence = 0.0
+    return stt.SpeechData(
+        language=LanguageCode(data.get("language") or fallback_language or ""),
+        text=str(data.get("text", "")).strip(),
+        start_time=start,
+        end_time=end,
+        confidence=confidence,
+        words=_timed_words(words, 0.0),
+    )
+
+
+@dataclass
+class _Entry:
+    """One item of the replay buffer: 50 ms of PCM, or a flush marker (``data is None``)."""
+
+    start: int  # stream sample index of the first sample (of the flush point for a marker)
+    data: bytes | None
+
+    @property
+    def samples(self) -> int:
+        return len(self.data) // 2 if self.data is not None else 0
+
+
+class _ReplayBuffer:
+    """Audio sent since the last final (plus unacknowledged flushes), in stream sample time.
+
+    Invariant: the audio entries cover ``[base, end)`` without gaps.
+    """
+
+    def __init__(self, max_samples: int) -> None:
+        self._entries: deque[_Entry] = deque()
+        self._max = max_samples
+        self.base = 0
+        self.end = 0
+
+    def append_audio(self, data: bytes) -> int:
+        """Add sent audio; returns how many samples the size bound pushed out of the front."""
+        self._entries.append(_Entry(self.end, data))
+        self.end += len(data) // 2
+        overflow = self.end - self.base - self._max
+        if overflow > 0:
+            self.trim(self.base + overflow)
+            return overflow
+        return 0
+
+    def append_flush(self) -> _Entry:
+        entry = _Entry(self.end, None)
+        self._entries.append(entry)
+        return entry
+
+    def remove_marker(self, marker: _Entry) -> None:
+        try:
+            self._entries.remove(marker)
+        except ValueError:
+            pass  # already trimmed away
+
+    def trim(self, sample: int) -> None:
+        """Forget audio (and flush markers) before stream sample ``sample``."""
+        sample = min(sample, self.end)
+        if sample <= self.base:
+            return
+        while self._entries:
+            e = self._entries[0]
+            if e.data is None:
+                if e.start < sample:
+                    self._entries.popleft()
+                    continue
+                break
+            if e.start + e.samples <= sample:
+                self._entries.popleft()
+                continue
+            if e.start < sample:
+                cut = (sample - e.start) * 2
+                self._entries[0] = _Entry(sample, e.data[cut:])
+            break
+        self.base = sample
+
+    def snapshot(self) -> list[_Entry]:
+        return list(self._entries)
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.base) / SAMPLE_RATE
+
+
+@dataclass
+class _Connection:
+    """Per-connection state: the sidecar's times are relative to the connection's first sample."""
+
+    base: int  # stream sample index of this connection's time 0
+    session_id: str = ""
+    # utterance id -> whether its final has arrived; removed at speech_ended
+    open: dict[int, bool] = field(default_factory=dict)
+    starts: dict[int, int] = field(default_factory=dict)  # utterance id -> start sample
+    flushes: deque[_Entry] = field(default_factory=deque)  # sent, awaiting "flushed"
+    closing: bool = False
+    closed: bool = False
+
+    def to_sample(self, t: Any) -> int:
+        return self.base + round(float(t) * SAMPLE_RATE)
+
+    def has_unfinalized(self) -> bool:
+        return any(not has_final for has_final in self.open.values())
+
+    def next_start(self, after_id: int) -> int | None:
+        later = [s for uid, s in self.starts.items() if uid > after_id]
+        return min(later) if later else None
+
+
+class SpeechStream(stt.RecognizeStream):
+    """A live transcription over the sidecar's ``/v1/stream`` WebSocket.
+
+    Lossless reconnect: every 50 ms chunk goes into a replay buffer *before* it is sent, and is
+    dropped only once the sidecar has finalized it (a ``final``/``speech_ended`` end time, or a
+    ``flushed`` acknowledgement). After a dropped connection the framework re-runs `_run`,
+    which replays the buffer first, so the utterance in flight comes out whole and exactly
+    once, with times continuing from the original stream.
+    """
+
+    def __init__(
+        self,
+        *,
+        stt: STT,
+        opts: STTOptions,
+        conn_options: APIConnectOptions,
+        max_replay_s: float = DEFAULT_MAX_REPLAY_S,
+    ) -> None:
+        super().__init__(stt=stt, conn_options=conn_options, sample_rate=SAMPLE_RATE)
+        self._stt: STT = stt
+        self._opts = opts
+        self._reconnect_event = asyncio.Event()
+        # Stream-level, not per connection: its sub-chunk remainder survives a reconnect.
+        self._bstream = utils.audio.AudioByteStream(SAMPLE_RATE, 1, CHUNK_SAMPLES)
+        self._replay = _ReplayBuffer(int(max_replay_s * SAMPLE_RATE))
+        self._input_done = False
+        self._speaking = False
+        self._usage_reported = 0  # stream samples already reported as RECOGNITION_USAGE
+        self._first_start_time: float | None = None
+        self._last_run_start: float | None = None
+        self._dropped_warned = False
+
+    def push_frame(self, frame: rtc.AudioFrame) -> None:
+        """Push audio at any rate; multi-channel frames are averaged to mono first.
+
+        Raises:
+            RuntimeError: If the stream is closed or its input ended.
+            ValueError: If the sample rate changes between frames.
+        """
+        if frame.num_channels > 1:
+            # the base class's resampler is built for one channel
+            pcm = np.frombuffer(frame.data, dtype=np.int16).reshape(-1, frame.num_channels)
+            mono = pcm.mean(axis=1).round().astype(np.int16)
+            frame = rtc.AudioFrame(mono.tobytes(), frame.sample_rate, 1, frame.samples_per_channel)
+        super().push_frame(frame)
+
+    def update_options(
+        self,
+        *,
+        language: NotGivenOr[str | None] = NOT_GIVEN,
+        interim_results: NotGivenOr[bool] = NOT_GIVEN,
+        task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
+        prompt: NotGivenOr[str | None] = NOT_GIVEN,
+    ) -> None:
+        """Change this stream's options; reconnects (losslessly) only on a real change.
+
+        Args:
+            language: Language code, or ``None`` to detect.
+            interim_results: Whether to ask for interim transcripts.
+            task: ``"transcribe"`` or ``"translate"``.
+            prompt: Decoding prompt, or ``None`` to clear it.
+        """
+        self._apply_changes(
+            _given_changes(
+                language=language, interim_results=interim_results, task=task, prompt=prompt
+            )
+        )
+
+    def _apply_changes(self, changes: dict[str, Any]) -> None:
+        new = dataclasses.replace(self._opts, **changes)
+        if new != self._opts:
+            logger.debug("stream options changed (%s), reconnecting", sorted(changes))
+            self._opts = new
+            self._reconnect_event.set()
+
+    # -- timeline ---------------------------------------------------------------------------
+
+    def _restore_timeline(self) -> None:
+        """Undo the base class's retry drift on ``start_time_offset``.
+
+        `RecognizeStream._main_task` adds the wall-clock time since the previous attempt to the
+        offset, assuming that audio was lost. Ours was kept and is replayed, so stream time
+        stays the sample count and the offset must not move.
+        """
+        now = self._start_time  # set by the base class just before calling _run
+        if self._last_run_start is None:
+            self._first_start_time = now
+        else:
+            drift = now - self._last_run_start
+            self._start_time_offset = max(0.0, self._start_time_offset - drift)
+            if self._first_start_time is not None:
+                self._start_time = self._first_start_time
+        self._last_run_start = now
+
+    def _seconds(self, conn: _Connection, t: Any) -> float:
+        """A sidecar time on ``conn`` as seconds on the caller's timeline."""
+        return self.start_time_offset + conn.base / SAMPLE_RATE + float(t or 0.0)
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        self._restore_timeline()
+        while True:
+            self._reconnect_event.clear()
+            ws = await self._connect_ws()
+            conn = _Connection(base=self._replay.base)
+            tasks: list[asyncio.Task[Any]] = []
+            try:
+                await self._configure(ws, conn)
+                send = asyncio.create_task(self._send_loop(ws, conn), name="custom_stt.send")
+                recv = asyncio.create_task(self._recv_loop(ws, conn), name="custom_stt.recv")
+                reconnect = asyncio.create_task(
+                    self._reconnect_event.wait(), name="custom_stt.reconnect"
+                )
+                tasks = [send, recv, reconnect]
+                pending: set[asyncio.Task[Any]] = set(tasks)
+                while True:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # re-raises the send/recv failure
+                    if recv in done:
+                        return  # "closed" received: every final is out
+                    if reconnect in done:
+                        break
+                    # only send finished (it sent "close"): keep reading finals
+            finally:
+                await utils.aio.gracefully_cancel(*tasks)
+                await ws.close()
+                self._after_connection(conn)
+
+    async def _connect_ws(self) -> aiohttp.ClientWebSocketResponse:
+        url = self._opts.ws_url()
+        started = time.perf_counter()
+        try:
+            ws = await asyncio.wait_for(
+                self._stt._ensure_session().ws_connect(
+                    url,
+                    headers=self._opts.auth_headers(),
+                    # pings detect a half-open TCP connection (sidecar host gone) that would
+                    # otherwise look like a long silence
+                    heartbeat=15.0,
+                    # don't wait long for the close handshake of a dying connection
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+                ),
+                self._conn_options.timeout,
+            )
+        except asyncio.TimeoutError:
+            raise APITimeoutError(f"timed out connecting to the sidecar at {url}") from None
+        except aiohttp.WSServerHandshakeError as e:
+            # `from None` everywhere here: the aiohttp errors carry the request headers
+            raise _handshake_error(e.status, e.headers) from None
+        except (aiohttp.ClientError, OSError) as e:
+            raise APIConnectionError(
+                f"cannot connect to the sidecar at {url} ({type(e).__name__})"
+            ) from None
+        self._report_connection_acquired(time.perf_counter() - started, False)
+        return ws
+
+    async def _configure(self, ws: aiohttp.ClientWebSocketResponse, conn: _Connection) -> None:
+        """Send the config and wait for ``ready`` (so a bad config fails before any audio)."""
+        try:
+            await ws.send_str(json.dumps(self._opts.stream_config()))
+            deadline = time.monotonic() + self._conn_options.timeout
+            while True:
+                msg = await ws.receive(timeout=max(0.0, deadline - time.monotonic()))
+                data = self._parse(msg, ws, conn)
+                if data is None:
+                    continue
+                if data.get("type") == "ready":
+                    conn.session_id = str(data.get("session_id", ""))
+                    logger.debug(
+                        "stream %s ready, replaying %.2f s",
+                        conn.session_id,
+                        self._replay.seconds,
+                    )
+                    return
+                if data.get("type") == "error":
+                    raise _server_error(data)
+                logger.debug("ignoring %s before ready", data.get("type"))
+        except asyncio.TimeoutError:
+            raise APITimeoutError("the sidecar did not answer the stream config in time") from None
+        except (aiohttp.ClientError, ConnectionError) as e:
+            raise APIConnectionError(
+                f"sidecar connection lost during setup ({type(e).__name__})"
+            ) from None
+
+    def _parse(
+        self, msg: aiohttp.WSMessage, ws: aiohttp.ClientWebSocketResponse, conn: _Connection
+    ) -> dict[str, Any] | None:
+        """The JSON of a text message; raises the right error on a close, None to skip."""
+        if msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+        ):
+            raise _close_error(ws.close_code)
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            raise APIConnectionError(
+                f"sidecar connection failed ({type(msg.data).__name__})"
+            ) from None
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            logger.warning("unexpected WebSocket message type %s from the sidecar", msg.type)
+            return None
+        try:
+            data = json.loads(msg.data)
+        except ValueError:
+            logger.exception("sidecar sent a message that is not JSON")
+            return None
+        if not isinstance(data, dict):
+            logger.warning("sidecar sent a message that is not an object")
+            return None
+        return data
+
+    def _after_connection(self, conn: _Connection) -> None:
+        # An utterance whose final already arrived will not be replayed, so its END would never
+        # come; one still unfinalized continues on the next connection, so START/END stay open.
+        if self._speaking and not conn.has_unfinalized() and not conn.closed:
+            self._stop_speaking()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _commit(self, frames: list[rtc.AudioFrame]) -> list[bytes]:
+        """Put chunks in the replay buffer before sending: a failed send loses nothing."""
+        chunks = [f.data.tobytes() for f in frames]
+        for chunk in chunks:
+            dropped = self._replay.append_audio(chunk)
+            if dropped and not self._dropped_warned:
+                self._dropped_warned = True
+                logger.warning(
+                    "replay buffer full: unfinalized audio older than %.0f s is dropped and "
+                    "would be lost if the connection broke now",
+                    self._replay._max / SAMPLE_RATE,
+                )
+        return chunks
+
+    async def _send_flush(
+        self, ws: aiohttp.ClientWebSocketResponse, conn: _Connection, marker: _Entry
+    ) -> None:
+        conn.flushes.append(marker)
+        await ws.send_str(_FLUSH_MSG)
+
+    async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse, conn: _Connection) -> None:
+        try:
+            replayed = 0
+            for entry in self._replay.snapshot():
+                if entry.data is None:
+                    await self._send_flush(ws, conn, entry)
+                else:
+                    await ws.send_bytes(entry.data)
+                    replayed += entry.samples
+            if replayed:
+                logger.info(
+                    "replayed %.2f s of unfinalized audio after reconnecting",
+                    replayed / SAMPLE_RATE,
+                )
+
+            if not self._input_done:
+                async for data in self._input_ch:
+                    if isinstance(data, rtc.AudioFrame):
+                        chunks = self._commit(self._bstream.push(data.data.tobytes()))
+                        self._quiet_trim(conn)
+                        for chunk in chunks:
+                            await ws.send_bytes(chunk)
+                    else:  # the framework's flush sentinel
+                        chunks = self._commit(self._bstream.flush())
+                        marker = self._replay.append_flush()
+                        for chunk in chunks:
+                            await ws.send_bytes(chunk)
+                        await self._send_flush(ws, conn, marker)
+                # end_input() flushes first, but a closed channel must not strand a remainder
+                chunks = self._commit(self._bstream.flush())
+                self._input_done = True
+                for chunk in chunks:
+                    await ws.send_bytes(chunk)
+            conn.closing = True
+            await ws.send_str(_CLOSE_MSG)
+        except (aiohttp.ClientError, ConnectionError) as e:
+            raise APIConnectionError(
+                f"sidecar connection lost while sending ({type(e).__name__})"
+            ) from None
+
+    def _quiet_trim(self, conn: _Connection) -> None:
+        if not conn.open and not conn.flushes:
+            self._replay.trim(self._replay.end - int(_QUIET_KEEP_S * SAMPLE_RATE))
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def _recv_loop(self, ws: aiohttp.ClientWebSocketResponse, conn: _Connection) -> None:
+        while True:
+            try:
+                msg = await ws.receive()
+            except (aiohttp.ClientError, ConnectionError) as e:
+                raise APIConnectionError(f"sidecar connection lost ({type(e).__name__})") from None
+            data = self._parse(msg, ws, conn)
+            if data is None:
+                continue
+            self._handle(data, conn)
+            if conn.closed:
+                return
+
+    def _handle(self, data: dict[str, Any], conn: _Connection) -> None:
+        kind = data.get("type")
+        logger.debug("sidecar message %s", kind, extra={"lk.pii.data": data})
+        if kind == "speech_started":
+            uid = int(data.get("utterance_id", -1))
+            conn.open.setdefault(uid, False)
+            conn.starts[uid] = conn.to_sample(data.get("start", 0.0))
+            self._start_speaking()
+        elif kind == "interim":
+            uid = int(data.get("utterance_id", -1))
+            conn.open.setdefault(uid, False)
+            text = str(data.get("text", "")).strip()
+            if text:
+                self._start_speaking()
+                self._event_ch.send_nowait(
+                    stt.SpeechEvent(
+                        type=stt.SpeechEventType.INTERIM_TRANSCRIPT,
+                        request_id=f"{conn.session_id}:{uid}",
+                        alternatives=[
+                            stt.SpeechData(
+                                language=LanguageCode(self._opts.language or ""),
+                                text=text,
+                                start_time=self._seconds(conn, data.get("start")),
+                                end_time=self._seconds(conn, data.get("end")),
+                                metadata={"stable_text": str(data.get("stable_text", "")).strip()},
+                            )
+                        ],
+                    )
+                )
+        elif kind == "final":
+            self._on_final(data, conn)
+        elif kind == "speech_ended":
+            uid = int(data.get("utterance_id", -1))
+            conn.open.pop(uid, None)
+            conn.starts.pop(uid, None)
+            self._trim_after(conn, uid, conn.to_sample(data.get("end", 0.0)))
+            if not conn.has_unfinalized():
+                self._stop_speaking()
+        elif kind == "flushed":
+            if conn.flushes:
+                marker = conn.flushes.popleft()
+                # every final of the audio before the flush came before this message
+                self._replay.trim(marker.start)
+                self._replay.remove_marker(marker)
+        elif kind == "closed":
+            conn.closed = True
+            self._report_usage()
+            self._stop_speaking()
+        elif kind == "error":
+            raise _server_error(data)
+        else:
+            logger.debug("ignoring sidecar message %s", kind)
+
+    def _trim_after(self, conn: _Connection, uid: int, end_sample: int) -> None:
+        # never past the start of a later utterance the sidecar already reported
+        nxt = conn.next_start(uid)
+        self._replay.trim(end_sample if nxt is None else min(end_sample, nxt))
+
+    def _on_final(self, data: dict[str, Any], conn: _Connection) -> None:
+        uid = int(data.get("utterance_id", -1))
+        conn.open[uid] = True
+        text = str(data.get("text", "")).strip()
+        offset = self._seconds(conn, 0.0)
+        if text:
+            self._start_speaking()
+            confidence = data.get("confidence")
+            words = data.get("words") or []
+            self._event_ch.send_nowait(
+                stt.SpeechEvent(
+                    type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                    request_id=f"{conn.session_id}:{uid}",
+                    alternatives=[
+                        stt.SpeechData(
+                            language=LanguageCode(
+                                data.get("language") or self._opts.language or ""
+                            ),
+                            text=text,
+                            start_time=offset + float(data.get("start", 0.0)),
+                            end_time=offset + float(data.get("end", 0.0)),
+                            confidence=_clamp01(float(confidence))
+                            if isinstance(confidence, (int, float))
+                            else 0.0,
+                            words=_timed_words(words, offset),
+                        )
+                    ],
+                )
+            )
+        self._trim_after(conn, uid, conn.to_sample(data.get("end", 0.0)))
+        if text:
+            self._report_usage()
+
+    def _report_usage(self) -> None:
+        """RECOGNITION_USAGE for stream audio not reported yet (each sample once, replays not)."""
+        samples = self._replay.end - self._usage_reported
+        if samples <= 0:
+            return
+        self._usage_reported = self._replay.end
+        self._event_ch.send_nowait(
+            stt.SpeechEvent(
+                type=stt.SpeechEventType.RECOGNITION_USAGE,
+                recognition_usage=stt.RecognitionUsage(audio_duration=samples / SAMPLE_RATE),
+            )
+        )
+
+    def _start_speaking(self) -> None:
+        if not self._speaking:
+            self._speaking = True
+            self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
+
+    def _stop_speaking(self) -> None:
+        if self._speaking:
+            self._speaking = False
+            self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
+
+
+def _handshake_error(status: int, headers: Any) -> APIStatusError:
+    hints = {
+        401: "the sidecar rejected the API key (set STT_API_KEY or api_key=)",
+        403: "the sidecar refused the stream",
+        404: "the sidecar has no /v1/stream endpoint (check base_url)",
+        503: "the sidecar is not ready (model loading or at capacity)",
+    }
+    request_id = headers.get("X-Request-Id") if headers is not None else None
+    return create_api_error_from_http(hints.get(status, ""), status=status, request_id=request_id)
+
+
+def _server_error(data: dict[str, Any]) -> APIStatusError:
+    code = str(data.get("code", "internal"))
+    message = str(data.get("message", "")) or code
+    return APIStatusError(
+        f"sidecar error {code}: {message}",
+        status_code=_ERROR_STATUS.get(code, 500),
+        body=data,
+    )
+
+
+def _close_error(close_code: int | None) -> APIStatusError:
+    code = close_code or -1
+    if code == 1008:
+        # policy violation: this client sent something the sidecar will refuse again
+        return APIStatusError(
+            "the sidecar closed the stream for a protocol violation",
+            status_code=code,
+            retryable=False,
+        )
+    if code == 1013:
+        return APIStatusError("the sidecar is at capacity (1013)", status_code=code)
+    return APIStatusError(f"the sidecar closed the stream unexpectedly ({code})", status_code=code)
