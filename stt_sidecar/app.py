@@ -55,6 +55,12 @@ class SidecarState:
                            retry_after=2)
         return self.scheduler
 
+    @property
+    def english_only(self) -> bool:
+        """True for `.en` models, which can neither detect languages nor translate."""
+        model = self.scheduler.model if self.scheduler else None
+        return model is not None and not model.model.is_multilingual
+
     def load(self) -> float:
         """0..1: the larger of stream occupancy and the decoder's recent busy fraction."""
         occupancy = self.active_streams / self.settings.max_streams

@@ -1,7 +1,5 @@
 """Streaming transcription over WebSocket (`GET /v1/stream`)."""
 
-from aiohttp import web
+from .handler import add_streaming_routes
 
-
-def add_streaming_routes(app: web.Application) -> None:
-    pass
+__all__ = ["add_streaming_routes"]

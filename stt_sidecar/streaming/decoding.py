@@ -1,0 +1,129 @@
+"""Whisper options and result shaping for streaming interims and finals."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from faster_whisper.transcribe import Segment
+
+from .protocol import StreamConfig
+
+# Segments whisper itself thinks are not speech (and that decode poorly) are dropped; together
+# with VAD gating this keeps noise, breathing and clicks from turning into words.
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4
+_WORDLESS = re.compile(r"^[\W_]*$")
+
+
+def _common_options(config: StreamConfig, beam_size: int) -> dict[str, Any]:
+    # Every option is passed: WhisperModel.transcribe and BatchedInferencePipeline.transcribe
+    # have different defaults, and streaming wants neither's VAD (we already gate on ours).
+    return {
+        "language": config.language,
+        "task": config.task,
+        "beam_size": beam_size,
+        "best_of": 1,
+        "temperature": 0.0,
+        "condition_on_previous_text": False,
+        "initial_prompt": config.prompt,
+        "vad_filter": False,
+        "no_speech_threshold": NO_SPEECH_THRESHOLD,
+        "log_prob_threshold": LOG_PROB_THRESHOLD,
+        "compression_ratio_threshold": COMPRESSION_RATIO_THRESHOLD,
+        "suppress_blank": True,
+    }
+
+
+def final_options(config: StreamConfig, beam_size: int) -> dict[str, Any]:
+    return {**_common_options(config, beam_size), "word_timestamps": True}
+
+
+def interim_options(config: StreamConfig) -> dict[str, Any]:
+    # Greedy and without timestamps: interims are for display and must be cheap.
+    return {**_common_options(config, 1), "word_timestamps": False, "without_timestamps": True}
+
+
+@dataclass(frozen=True)
+class FinalText:
+    text: str
+    start: float  # seconds since the stream began
+    end: float
+    confidence: float
+    words: list[dict[str, Any]]
+
+
+def _speech_segments(segments: list[Segment]) -> list[Segment]:
+    return [
+        s
+        for s in segments
+        if not _WORDLESS.match(s.text.strip())
+        and not (s.no_speech_prob > NO_SPEECH_THRESHOLD and s.avg_logprob < LOG_PROB_THRESHOLD)
+    ]
+
+
+def hypothesis_text(segments: list[Segment]) -> str:
+    return " ".join(s.text.strip() for s in _speech_segments(segments)).strip()
+
+
+def shape_final(
+    segments: list[Segment], offset: float, fallback_start: float, fallback_end: float
+) -> FinalText | None:
+    """Words with stream times, or None when whisper heard nothing worth sending."""
+    kept = _speech_segments(segments)
+    words: list[dict[str, Any]] = []
+    for segment in kept:
+        for w in segment.words or []:
+            token = w.word.strip()
+            if not token:
+                continue
+            words.append(
+                {
+                    "word": token,
+                    "start": round(offset + w.start, 3),
+                    "end": round(offset + w.end, 3),
+                    "confidence": round(float(w.probability), 4),
+                }
+            )
+    text = " ".join(s.text.strip() for s in kept).strip()
+    if not text or _WORDLESS.match(text):
+        return None
+    if words:
+        start, end = words[0]["start"], words[-1]["end"]
+        confidence = sum(w["confidence"] for w in words) / len(words)
+    else:
+        start, end = fallback_start, fallback_end
+        confidence = math.exp(sum(s.avg_logprob for s in kept) / len(kept))
+    return FinalText(text=text, start=start, end=end, confidence=confidence, words=words)
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+class StableText:
+    """LocalAgreement-2 over consecutive interim hypotheses of one utterance.
+
+    The words two consecutive hypotheses agree on (as a prefix) are stable; once stable, a word
+    is never retracted: later hypotheses are shown after the stable prefix.
+    """
+
+    def __init__(self) -> None:
+        self._stable: list[str] = []
+        self._previous: list[str] = []
+
+    def update(self, hypothesis: str) -> tuple[str, str]:
+        """Returns (text, stable_text) for the new hypothesis."""
+        # Whatever the new hypothesis says for the stable words, the stable words stand.
+        candidate = self._stable + hypothesis.split()[len(self._stable) :]
+        agreed = len(self._stable)
+        for a, b in zip(candidate[agreed:], self._previous[agreed:], strict=False):
+            if _norm(a) != _norm(b):
+                break
+            agreed += 1
+        self._stable = candidate[:agreed]
+        self._previous = candidate
+        return " ".join(candidate), " ".join(self._stable)
