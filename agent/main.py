@@ -1,0 +1,116 @@
+"""The transcription worker: `python agent/main.py dev|start|connect --room X`.
+
+Every remote participant's microphone is streamed through `custom_stt.STT` to the sidecar and
+each transcript is published into the room (see `agent.publisher`). The module-level `server`
+is what `lk agent dev` and `python -m livekit.agents start agent/main.py` discover.
+
+Before registering with LiveKit the worker waits (bounded by `SIDECAR_READY_TIMEOUT_S`) for the
+sidecar's `/ready`, and afterwards reports its load from the sidecar's (see `agent.load`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    # `python agent/main.py` puts agent/ itself first on sys.path, where our `token.py` would
+    # shadow the standard library's `token` (imported by `inspect`, `tokenize`, ...). Put the
+    # project root there instead, so `import agent.x` works even without the editable install.
+    _here = Path(__file__).resolve().parent
+    if sys.path and Path(sys.path[0] or ".").resolve() == _here:
+        sys.path[0] = str(_here.parent)
+
+import logging
+
+from dotenv import load_dotenv
+
+# The cwd's .env (as `make run` / honcho use it); real environment variables take precedence.
+load_dotenv(Path.cwd() / ".env", override=False)
+
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, cli  # noqa: E402
+from livekit.plugins import custom_stt  # noqa: E402
+
+from agent.load import LoadReporter, ensure_streams_dir, process_stream_counter  # noqa: E402
+from agent.publisher import TranscriptPublisher  # noqa: E402
+from agent.settings import WorkerSettings  # noqa: E402
+from agent.sidecar_ready import wait_until_ready  # noqa: E402
+from agent.transcriber import RoomTranscriber  # noqa: E402
+
+logger = logging.getLogger("agent")
+
+
+class TranscriptionServer(AgentServer):
+    """An `AgentServer` that waits for the STT sidecar before it starts taking jobs.
+
+    Overriding `run` (rather than waiting in `__main__`) makes the wait happen however the
+    server is started: this file's CLI, `lk agent dev`, or `python -m livekit.agents start`.
+    """
+
+    def __init__(self, settings: WorkerSettings, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+
+    async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        """Wait for the sidecar's `/ready`, then run the worker as `AgentServer.run` does.
+
+        Raises:
+            SidecarNotReadyError: the sidecar was not ready in `SIDECAR_READY_TIMEOUT_S`.
+        """
+        s = self.settings
+        logger.info(
+            "transcription worker: STT sidecar %s, topic %r, interims %s, agent name %r",
+            s.stt_url,
+            s.transcript_topic,
+            "on" if s.publish_interims else "off",
+            s.agent_name or "(automatic dispatch)",
+        )
+        await wait_until_ready(s.stt_url, s.stt_api_key, timeout=s.sidecar_ready_timeout_s)
+        await super().run(devmode=devmode, unregistered=unregistered)
+
+
+settings = WorkerSettings.from_env()
+_streams_dir = ensure_streams_dir()
+
+server = TranscriptionServer(
+    settings,
+    load_fnc=LoadReporter(settings, _streams_dir),
+    # the load is the sidecar's, so "full" means the same in dev and in production
+    load_threshold=settings.load_threshold,
+)
+
+
+@server.rtc_session(agent_name=settings.agent_name)
+async def entrypoint(ctx: JobContext) -> None:
+    """One job = one room: transcribe every participant's microphone until the room ends."""
+    ctx.log_context_fields = {"room": ctx.room.name}
+    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+
+    stt = custom_stt.STT(
+        base_url=settings.stt_url, api_key=settings.stt_api_key, language=settings.language
+    )
+    publisher = TranscriptPublisher(
+        ctx.room.local_participant,
+        topic=settings.transcript_topic,
+        interims=settings.publish_interims,
+    )
+    room_transcriber = RoomTranscriber(
+        ctx.room, stt=stt, publisher=publisher, counter=process_stream_counter()
+    )
+
+    async def _shutdown(reason: str) -> None:
+        logger.info("room %s ends (%s): closing its transcribers", ctx.room.name, reason)
+        await room_transcriber.aclose()
+        await stt.aclose()
+
+    ctx.add_shutdown_callback(_shutdown)
+    room_transcriber.start()
+    logger.info(
+        "transcribing room %s (%d remote participants)",
+        ctx.room.name,
+        len(ctx.room.remote_participants),
+    )
+
+
+if __name__ == "__main__":
+    cli.run_app(server)

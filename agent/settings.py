@@ -1,0 +1,115 @@
+"""The worker's own settings, read from the environment (and `.env`) into one frozen dataclass.
+
+LiveKit's `LIVEKIT_URL`, `LIVEKIT_API_KEY` and `LIVEKIT_API_SECRET` are read by livekit-agents
+itself (and can be overridden by its CLI flags); they are kept here too so the token helper and
+the logs can use them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_STT_URL = "http://127.0.0.1:8765"
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the worker cannot use; the message names it."""
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be true or false")
+
+
+def _float(
+    env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float
+) -> float:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name}={raw!r} must be between {minimum} and {maximum}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the worker reads from the environment; `.env.example` documents each variable."""
+
+    livekit_url: str = ""
+    livekit_api_key: str = ""
+    livekit_api_secret: str = ""
+    stt_url: str = DEFAULT_STT_URL
+    """`CUSTOM_STT_URL`: the sidecar's base URL (several workers may share one sidecar)."""
+    stt_api_key: str | None = None
+    """`STT_API_KEY`: the same variable the sidecar reads, so one `.env` configures both."""
+    language: str | None = "en"
+    """`AGENT_LANGUAGE`: language code sent to the sidecar; `auto` (or empty) lets it detect."""
+    agent_name: str = ""
+    """`AGENT_NAME`: set it for explicit dispatch (then rooms get this agent only when asked)."""
+    transcript_topic: str = "transcription"
+    """`TRANSCRIPT_TOPIC`: data-message topic of the JSON transcripts."""
+    publish_interims: bool = True
+    """`PUBLISH_INTERIMS`: also publish non-final hypotheses (data and lk.transcription)."""
+    sidecar_ready_timeout_s: float = 300.0
+    """`SIDECAR_READY_TIMEOUT_S`: how long to wait for the sidecar's `/ready` before giving up;
+    generous because a first run of a large model downloads it before it can warm up."""
+    load_threshold: float = 0.9
+    """`AGENT_LOAD_THRESHOLD`: above this load LiveKit stops dispatching rooms to this worker."""
+    max_streams: int = 0
+    """`AGENT_MAX_STREAMS`: participants this worker transcribes at full load; 0 = the
+    sidecar's own `max_streams` (the right value when a worker has the sidecar to itself)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+        """Build the settings from `env` (default `os.environ`).
+
+        Raises:
+            SettingsError: a variable is set to a value the worker cannot use.
+        """
+        env = os.environ if env is None else env
+        d = cls()
+        language = env.get("AGENT_LANGUAGE", "en").strip()
+        return cls(
+            livekit_url=env.get("LIVEKIT_URL", "").strip(),
+            livekit_api_key=env.get("LIVEKIT_API_KEY", "").strip(),
+            livekit_api_secret=env.get("LIVEKIT_API_SECRET", "").strip(),
+            stt_url=(env.get("CUSTOM_STT_URL", "").strip() or d.stt_url).rstrip("/"),
+            stt_api_key=env.get("STT_API_KEY", "").strip() or None,
+            language=None if language.lower() in ("", "auto") else language,
+            agent_name=env.get("AGENT_NAME", "").strip(),
+            transcript_topic=env.get("TRANSCRIPT_TOPIC", "").strip() or d.transcript_topic,
+            publish_interims=_bool(env, "PUBLISH_INTERIMS", d.publish_interims),
+            sidecar_ready_timeout_s=_float(
+                env, "SIDECAR_READY_TIMEOUT_S", d.sidecar_ready_timeout_s, minimum=0, maximum=86400
+            ),
+            load_threshold=_float(
+                env, "AGENT_LOAD_THRESHOLD", d.load_threshold, minimum=0.05, maximum=1.0
+            ),
+            max_streams=_int(env, "AGENT_MAX_STREAMS", d.max_streams, minimum=0),
+        )
