@@ -1,0 +1,145 @@
+"""custom_stt.STT.recognize() and livekit-plugins-openai against the real sidecar, real speech."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, stt
+from livekit.plugins import custom_stt, openai
+
+from .sidecar_process import SidecarProcess, free_port
+from .speech import clips, wer
+from .test_plugin_support import clip_pcm, frames_10ms, start_keyed, upsample_48k
+
+NO_RETRY = APIConnectOptions(max_retry=0, timeout=5.0)
+
+
+@pytest.fixture
+async def custom(sidecar_url: str):
+    engine = custom_stt.STT(base_url=sidecar_url, api_key=None)
+    yield engine
+    await engine.aclose()
+
+
+@pytest.mark.parametrize("name", [c.name for c in clips()])
+async def test_recognize_each_clip(custom: custom_stt.STT, name: str) -> None:
+    ref = next(c for c in clips() if c.name == name)
+    pcm = clip_pcm(name)
+    frame = rtc.AudioFrame(pcm.tobytes(), 16000, 1, len(pcm))
+
+    ev = await custom.recognize([frame])
+
+    assert ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+    data = ev.alternatives[0]
+    # tiny.en is exact on jfk and within ~25 % on the hardest LibriVox sentence
+    assert wer(ref.text, data.text) <= (0.1 if name == "jfk.wav" else 0.3), data.text
+    assert data.language == "en"
+    assert 0.0 < data.confidence <= 1.0
+    assert data.words and all(str(w).strip() for w in data.words)
+    assert 0.0 <= data.start_time < data.end_time <= len(pcm) / 16000 + 0.1
+    assert all(w.start_time <= w.end_time for w in data.words)
+    assert ev.request_id  # the sidecar's X-Request-Id
+
+
+async def test_recognize_48k_stereo_frames(custom: custom_stt.STT) -> None:
+    """LiveKit-shaped input: 10 ms frames at 48 kHz, two channels (right is silent)."""
+    ref = next(c for c in clips() if c.name == "jfk.wav")
+    mono = upsample_48k(clip_pcm("jfk.wav"))
+    stereo = np.stack([mono, np.zeros_like(mono)], axis=1).reshape(-1)
+    frames = frames_10ms(stereo, 48000, channels=2)
+    assert frames[0].num_channels == 2 and frames[0].samples_per_channel == 480
+
+    ev = await custom.recognize(frames)
+
+    assert wer(ref.text, ev.alternatives[0].text) <= 0.1, ev.alternatives[0].text
+    words = ev.alternatives[0].words or []
+    # times are in seconds of audio whatever the input rate
+    assert 9.0 < words[-1].end_time < 11.5
+
+
+async def test_recognize_wrong_key_is_final(sidecar_url: str) -> None:
+    """A 401 is a non-retryable APIStatusError carrying the server's message, fast."""
+    keyed = start_keyed(SidecarProcess(STT_API_KEY="right-key"), "right-key")
+    try:
+        engine = custom_stt.STT(base_url=keyed.url, api_key="wrong-key")
+        pcm = clip_pcm("goforward.wav")
+        started = time.monotonic()
+        with pytest.raises(APIStatusError) as exc:
+            # the STT's default retry policy applies; a 401 must not use it
+            await engine.recognize([rtc.AudioFrame(pcm.tobytes(), 16000, 1, len(pcm))])
+        assert time.monotonic() - started < 3.0
+        assert exc.value.status_code == 401
+        assert not exc.value.retryable
+        assert "API key" in exc.value.message
+        assert "wrong-key" not in repr(exc.value) and exc.value.__cause__ is None
+
+        good = custom_stt.STT(base_url=keyed.url, api_key="right-key")
+        ev = await good.recognize([rtc.AudioFrame(pcm.tobytes(), 16000, 1, len(pcm))])
+        assert wer("go forward ten meters", ev.alternatives[0].text) <= 0.25
+        await good.aclose()
+        await engine.aclose()
+    finally:
+        keyed.stop()
+
+
+async def test_recognize_unreachable_is_retryable_connection_error() -> None:
+    engine = custom_stt.STT(base_url=f"http://127.0.0.1:{free_port()}")
+    pcm = clip_pcm("goforward.wav")
+    with pytest.raises(APIConnectionError) as exc:
+        await engine.recognize(
+            [rtc.AudioFrame(pcm.tobytes(), 16000, 1, len(pcm))], conn_options=NO_RETRY
+        )
+    assert exc.value.retryable
+    await engine.aclose()
+
+
+async def test_openai_plugin_batch_against_sidecar(sidecar_url: str) -> None:
+    """livekit-plugins-openai in batch mode talks to the sidecar's OpenAI-compatible API."""
+    engine = openai.STT(base_url=sidecar_url + "/v1", api_key="unused", model="whisper-1")
+    assert not engine.capabilities.streaming
+    ref = next(c for c in clips() if c.name == "librivox_0880.wav")
+    pcm = clip_pcm(ref.name)
+    ev = await engine.recognize([rtc.AudioFrame(pcm.tobytes(), 16000, 1, len(pcm))])
+    assert wer(ref.text, ev.alternatives[0].text) <= 0.25, ev.alternatives[0].text
+    await engine.aclose()
+
+
+def test_defaults_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUSTOM_STT_URL", "http://sidecar.internal:9000/")
+    monkeypatch.setenv("STT_API_KEY", "k")
+    engine = custom_stt.STT()
+    assert engine._opts.base_url == "http://sidecar.internal:9000"
+    assert engine._opts.api_key == "k"
+    assert engine._opts.ws_url() == "ws://sidecar.internal:9000/v1/stream"
+    assert engine.provider == "sidecar.internal:9000"
+    assert engine.model == "whisper-1"
+    caps = engine.capabilities
+    assert caps.streaming and caps.interim_results and caps.aligned_transcript == "word"
+    monkeypatch.delenv("CUSTOM_STT_URL")
+    monkeypatch.delenv("STT_API_KEY")
+    assert custom_stt.STT()._opts.base_url == "http://127.0.0.1:8765"
+    assert custom_stt.STT()._opts.api_key is None
+
+
+def test_update_options_and_conn_options() -> None:
+    from livekit.agents import DEFAULT_API_CONNECT_OPTIONS
+
+    engine = custom_stt.STT(base_url="http://127.0.0.1:1", language="en")
+    engine.update_options(language=None, prompt="LiveKit", interim_results=False)
+    assert engine._opts.language is None and engine._opts.prompt == "LiveKit"
+    assert engine._opts.task == "transcribe"  # untouched
+    assert not engine.capabilities.interim_results
+    # the framework default is replaced by the plugin's longer window; explicit options win
+    assert (
+        engine._resolve_conn_options(DEFAULT_API_CONNECT_OPTIONS) is custom_stt.DEFAULT_CONN_OPTIONS
+    )
+    explicit = APIConnectOptions()
+    assert engine._resolve_conn_options(explicit) is explicit
+    window = sum(
+        custom_stt.DEFAULT_CONN_OPTIONS._interval_for_retry(i)
+        for i in range(custom_stt.DEFAULT_CONN_OPTIONS.max_retry)
+    )
+    assert window >= 8.0

@@ -1,0 +1,175 @@
+"""Helpers for the custom_stt plugin tests: real speech as LiveKit frames, pacing, event capture.
+
+No tests here; the plugin test modules import from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import stt
+from livekit.agents.utils.audio import AudioByteStream
+
+from .sidecar_process import SidecarProcess
+from .speech import DATA, clip, read_pcm16
+
+RATE_IN = 16000
+RATE_LK = 48000
+
+
+def upsample_48k(pcm16k: np.ndarray) -> np.ndarray:
+    """16 kHz int16 mono -> 48 kHz int16 mono with LiveKit's own (band-limited) resampler."""
+    resampler = rtc.AudioResampler(RATE_IN, RATE_LK, quality=rtc.AudioResamplerQuality.HIGH)
+    out: list[np.ndarray] = []
+    step = RATE_IN // 100
+    for i in range(0, len(pcm16k), step):
+        chunk = pcm16k[i : i + step]
+        frame = rtc.AudioFrame(chunk.tobytes(), RATE_IN, 1, len(chunk))
+        out.extend(np.frombuffer(f.data, dtype=np.int16) for f in resampler.push(frame))
+    out.extend(np.frombuffer(f.data, dtype=np.int16) for f in resampler.flush())
+    return np.concatenate(out)
+
+
+def frames_10ms(pcm: np.ndarray, rate: int = RATE_LK, channels: int = 1) -> list[rtc.AudioFrame]:
+    """Interleaved int16 samples as 10 ms `rtc.AudioFrame`s (the last one may be shorter)."""
+    bstream = AudioByteStream(rate, channels, rate // 100)
+    frames = bstream.push(pcm.astype(np.int16).tobytes())
+    frames.extend(bstream.flush())
+    return frames
+
+
+def silence(seconds: float, rate: int = RATE_IN) -> np.ndarray:
+    return np.zeros(int(seconds * rate), dtype=np.int16)
+
+
+def clip_pcm(name: str) -> np.ndarray:
+    pcm, rate = read_pcm16(DATA / name)
+    assert rate == RATE_IN and pcm.ndim == 1
+    return pcm
+
+
+@dataclass
+class Script:
+    """Clips joined by silence at 16 kHz, with each utterance's reference and true span."""
+
+    pcm: np.ndarray
+    texts: list[str]
+    spans: list[tuple[float, float]]
+
+
+def build_script(names: Iterable[str], gap_s: float = 1.5, lead_s: float = 0.5) -> Script:
+    parts = [silence(lead_s)]
+    t = lead_s
+    texts, spans = [], []
+    for name in names:
+        pcm = clip_pcm(name)
+        parts.append(pcm)
+        spans.append((t, t + len(pcm) / RATE_IN))
+        texts.append(clip(name).text)
+        t += len(pcm) / RATE_IN + gap_s
+        parts.append(silence(gap_s))
+    return Script(np.concatenate(parts), texts, spans)
+
+
+async def feed(
+    stream: stt.RecognizeStream,
+    frames: list[rtc.AudioFrame],
+    *,
+    speed: float = 1.0,
+    until: float | None = None,
+) -> int:
+    """Push frames paced at `speed` x real time; stop after `until` seconds of audio.
+
+    Returns the number of frames pushed.
+    """
+    started = time.monotonic()
+    pushed_audio = 0.0
+    n = 0
+    for frame in frames:
+        if until is not None and pushed_audio >= until:
+            break
+        stream.push_frame(frame)
+        n += 1
+        pushed_audio += frame.samples_per_channel / frame.sample_rate
+        ahead = pushed_audio / speed - (time.monotonic() - started)
+        if ahead > 0.02:
+            await asyncio.sleep(ahead)
+    return n
+
+
+@dataclass
+class Collected:
+    events: list[stt.SpeechEvent] = field(default_factory=list)
+    first_at: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def finals(self) -> list[stt.SpeechEvent]:
+        return [e for e in self.events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+
+    @property
+    def final_texts(self) -> list[str]:
+        return [e.alternatives[0].text for e in self.finals]
+
+    def types(self) -> list[stt.SpeechEventType]:
+        return [e.type for e in self.events]
+
+
+async def collect(stream: stt.RecognizeStream, out: Collected) -> None:
+    async for ev in stream:
+        out.events.append(ev)
+
+
+def check_utterance_order(types: list[stt.SpeechEventType]) -> int:
+    """Assert START -> INTERIM* -> FINAL -> USAGE -> END for every utterance; returns how many.
+
+    USAGE may also come last on its own (the audio after the last final, at close).
+    """
+    t = stt.SpeechEventType
+    i, n, utterances = 0, len(types), 0
+    while i < n:
+        if types[i] == t.RECOGNITION_USAGE:  # trailing audio reported at close
+            i += 1
+            continue
+        assert types[i] == t.START_OF_SPEECH, f"expected START at {i}: {types}"
+        i += 1
+        while i < n and types[i] == t.INTERIM_TRANSCRIPT:
+            i += 1
+        assert i < n and types[i] == t.FINAL_TRANSCRIPT, f"expected FINAL at {i}: {types}"
+        i += 1
+        assert i < n and types[i] == t.RECOGNITION_USAGE, f"expected USAGE at {i}: {types}"
+        i += 1
+        assert i < n and types[i] == t.END_OF_SPEECH, f"expected END at {i}: {types}"
+        i += 1
+        utterances += 1
+    return utterances
+
+
+def start_keyed(proc: SidecarProcess, key: str, timeout: float = 60.0) -> SidecarProcess:
+    """Start a sidecar that has an API key and wait for `/ready` with that key.
+
+    `SidecarProcess.wait_ready` polls `/ready` without credentials, which a keyed sidecar
+    answers with 401 (only `/health` is open), so it would wait forever.
+    """
+    proc.start(wait=False)
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(
+        proc.url + "/ready", headers={"Authorization": f"Bearer {key}"}
+    )
+    while time.monotonic() < deadline:
+        if proc.proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"sidecar exited:\n{proc.log()}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"sidecar not ready:\n{proc.log()}")
