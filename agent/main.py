@@ -22,6 +22,7 @@ if __name__ == "__main__":
         sys.path[0] = str(_here.parent)
 
 import logging
+import warnings
 
 from dotenv import load_dotenv
 
@@ -34,7 +35,7 @@ from livekit.plugins import custom_stt  # noqa: E402
 from agent.load import LoadReporter, ensure_streams_dir, process_stream_counter  # noqa: E402
 from agent.publisher import TranscriptPublisher  # noqa: E402
 from agent.settings import WorkerSettings  # noqa: E402
-from agent.sidecar_ready import wait_until_ready  # noqa: E402
+from agent.sidecar_ready import SidecarNotReadyError, wait_until_ready  # noqa: E402
 from agent.transcriber import RoomTranscriber  # noqa: E402
 
 logger = logging.getLogger("agent")
@@ -50,12 +51,17 @@ class TranscriptionServer(AgentServer):
     def __init__(self, settings: WorkerSettings, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.settings = settings
+        # `AgentServer.aclose()` reads this attribute, which only `run()` creates: without it,
+        # closing a server whose run() stopped in the sidecar wait raises AttributeError.
+        self._close_future = None
+        self.sidecar_failed = False
 
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
         """Wait for the sidecar's `/ready`, then run the worker as `AgentServer.run` does.
 
-        Raises:
-            SidecarNotReadyError: the sidecar was not ready in `SIDECAR_READY_TIMEOUT_S`.
+        If the sidecar is not ready within `SIDECAR_READY_TIMEOUT_S`, the reason is logged as one
+        error line (not a traceback), `sidecar_failed` is set and this returns without
+        registering, which ends the CLI; `python agent/main.py` then exits with status 1.
         """
         s = self.settings
         logger.info(
@@ -65,22 +71,31 @@ class TranscriptionServer(AgentServer):
             "on" if s.publish_interims else "off",
             s.agent_name or "(automatic dispatch)",
         )
-        await wait_until_ready(s.stt_url, s.stt_api_key, timeout=s.sidecar_ready_timeout_s)
+        try:
+            await wait_until_ready(s.stt_url, s.stt_api_key, timeout=s.sidecar_ready_timeout_s)
+        except SidecarNotReadyError as exc:
+            logger.error("not starting the worker: %s", exc)
+            self.sidecar_failed = True
+            return
         await super().run(devmode=devmode, unregistered=unregistered)
 
 
-settings = WorkerSettings.from_env()
-_streams_dir = ensure_streams_dir()
+def build_server(worker_settings: WorkerSettings) -> TranscriptionServer:
+    """The worker for `worker_settings`, with `entrypoint` registered.
 
-server = TranscriptionServer(
-    settings,
-    load_fnc=LoadReporter(settings, _streams_dir),
-    # the load is the sidecar's, so "full" means the same in dev and in production
-    load_threshold=settings.load_threshold,
-)
+    The entrypoint stays a module-level function (job processes import it by name) and reads
+    the module-level `settings`, which every process builds from the same environment.
+    """
+    new_server = TranscriptionServer(
+        worker_settings,
+        load_fnc=LoadReporter(worker_settings, ensure_streams_dir()),
+        # the load is the sidecar's, so "full" means the same in dev and in production
+        load_threshold=worker_settings.load_threshold,
+    )
+    new_server.rtc_session(entrypoint, agent_name=worker_settings.agent_name)
+    return new_server
 
 
-@server.rtc_session(agent_name=settings.agent_name)
 async def entrypoint(ctx: JobContext) -> None:
     """One job = one room: transcribe every participant's microphone until the room ends."""
     ctx.log_context_fields = {"room": ctx.room.name}
@@ -112,5 +127,17 @@ async def entrypoint(ctx: JobContext) -> None:
     )
 
 
+settings = WorkerSettings.from_env()
+if settings.livekit_api_secret == "secret":
+    # `livekit-server --dev`'s 6-byte secret: PyJWT would warn about it on every token
+    warnings.filterwarnings("ignore", message="The HMAC key is")
+server = build_server(settings)
+"""The global that `lk agent dev` / `python -m livekit.agents start agent/main.py` discover."""
+
+
 if __name__ == "__main__":
-    cli.run_app(server)
+    try:
+        cli.run_app(server)  # exits through SystemExit, hence the finally
+    finally:
+        if server.sidecar_failed:
+            sys.exit(1)
