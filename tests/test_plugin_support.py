@@ -107,7 +107,7 @@ async def feed(
 @dataclass
 class Collected:
     events: list[stt.SpeechEvent] = field(default_factory=list)
-    first_at: dict[str, float] = field(default_factory=dict)
+    final_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def finals(self) -> list[stt.SpeechEvent]:
@@ -124,6 +124,8 @@ class Collected:
 async def collect(stream: stt.RecognizeStream, out: Collected) -> None:
     async for ev in stream:
         out.events.append(ev)
+        if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+            out.final_seen.set()
 
 
 def check_utterance_order(types: list[stt.SpeechEventType]) -> int:
