@@ -121,7 +121,7 @@ async def replay(
     return result
 
 
-def _main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("audio")
     parser.add_argument("--url", default="ws://127.0.0.1:8765/v1/stream")
@@ -135,4 +135,24 @@ def _main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    _main()
+    main()
+
+
+def assign_finals(
+    finals: list[dict[str, Any]], utterances: list[dict[str, Any]], slack: float = 0.5
+) -> list[list[dict[str, Any]]]:
+    """Group finals by the reference utterance (`start`/`end` in seconds) their middle falls in.
+
+    Finals that fall in no utterance (invented words in a pause) are returned last, as an extra
+    group, so callers can assert it is empty.
+    """
+    groups: list[list[dict[str, Any]]] = [[] for _ in utterances] + [[]]
+    for f in finals:
+        middle = (f["start"] + f["end"]) / 2
+        for i, u in enumerate(utterances):
+            if u["start"] - slack <= middle <= u["end"] + slack:
+                groups[i].append(f)
+                break
+        else:
+            groups[-1].append(f)
+    return groups

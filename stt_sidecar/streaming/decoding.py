@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from faster_whisper.transcribe import Segment
 
 from .protocol import StreamConfig
@@ -70,9 +71,13 @@ def hypothesis_text(segments: list[Segment]) -> str:
 
 
 def shape_final(
-    segments: list[Segment], offset: float, fallback_start: float, fallback_end: float
+    segments: list[Segment], offset: float, speech_start: float, speech_end: float
 ) -> FinalText | None:
-    """Words with stream times, or None when whisper heard nothing worth sending."""
+    """Words with stream times, or None when whisper heard nothing worth sending.
+
+    The end is the later of the last word's end and the VAD's end of speech: whisper tends to
+    end the last word early, especially on a trailing-off syllable.
+    """
     kept = _speech_segments(segments)
     words: list[dict[str, Any]] = []
     for segment in kept:
@@ -92,12 +97,30 @@ def shape_final(
     if not text or _WORDLESS.match(text):
         return None
     if words:
-        start, end = words[0]["start"], words[-1]["end"]
+        start, end = words[0]["start"], max(words[-1]["end"], round(speech_end, 3))
         confidence = sum(w["confidence"] for w in words) / len(words)
     else:
-        start, end = fallback_start, fallback_end
+        start, end = speech_start, speech_end
         confidence = math.exp(sum(s.avg_logprob for s in kept) / len(kept))
     return FinalText(text=text, start=start, end=end, confidence=confidence, words=words)
+
+
+AUDIBLE_RANGE_DB = 35.0
+_FRAME = 320  # 20 ms at 16 kHz
+
+
+def audible_end(audio: np.ndarray, offset: float) -> float:
+    """Stream time where the utterance's last 20 ms frame within 35 dB of its loudest ends.
+
+    Silero lets go of quiet endings (a trailing fricative, a fading word) a few hundred ms
+    before they stop being audible; this is where a listener would say the utterance ended.
+    """
+    frames = audio[: audio.size // _FRAME * _FRAME].reshape(-1, _FRAME)
+    if frames.size == 0:
+        return offset
+    db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(db >= db.max() - AUDIBLE_RANGE_DB)
+    return offset + (int(loud[-1]) + 1) * _FRAME / 16000
 
 
 def _norm(word: str) -> str:

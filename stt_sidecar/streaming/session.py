@@ -30,6 +30,7 @@ from . import protocol
 from .audio_input import TARGET_RATE, PcmTo16k, SampleBuffer
 from .decoding import (
     FinalText,
+    audible_end,
     StableText,
     final_options,
     hypothesis_text,
@@ -71,8 +72,8 @@ class Utterance:
 class PendingFinal:
     utterance_id: int
     decode: asyncio.Task[FinalText | None]
-    fallback_start: float
     fallback_end: float
+    audible_end: float
     speech_end_wall: float
 
 
@@ -190,20 +191,26 @@ class StreamSession:
         self._push(protocol.speech_started(utterance.id, _seconds(onset)))
 
     # -- finals ----------------------------------------------------------------------------
-    def _decode_final(self, begin: int, end: int) -> asyncio.Task[FinalText | None]:
-        audio = self._buffer.slice(begin, end)
-        offset = _seconds(begin)
-        task = asyncio.create_task(self._run_final_decode(audio, offset))
-        return task
+    def _decode_final(self, utterance: Utterance, end: int) -> asyncio.Task[FinalText | None]:
+        audio = self._buffer.slice(utterance.start, end)
+        return asyncio.create_task(
+            self._run_final_decode(
+                audio,
+                _seconds(utterance.start),
+                _seconds(utterance.onset),
+                _seconds(min(utterance.last_speech_end, end)),
+            )
+        )
 
-    async def _run_final_decode(self, audio: np.ndarray, offset: float) -> FinalText | None:
+    async def _run_final_decode(
+        self, audio: np.ndarray, offset: float, speech_start: float, speech_end: float
+    ) -> FinalText | None:
         result = await self._scheduler.transcribe(audio, self._final_options, Priority.FINAL)
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
-        end = offset + _seconds(audio.size)
-        return shape_final(result.segments, offset, offset, end)
+        return shape_final(result.segments, offset, speech_start, speech_end)
 
     def _speculate(self, utterance: Utterance, end: int) -> None:
-        utterance.speculation = self._decode_final(utterance.start, end)
+        utterance.speculation = self._decode_final(utterance, end)
         utterance.speculation_speech_end = utterance.last_speech_end
         self._speculations.add(utterance.speculation)
         utterance.speculation.add_done_callback(self._forget_speculation)
@@ -224,13 +231,15 @@ class StreamSession:
         else:
             if spec is not None:
                 spec.cancel()
-            decode = self._decode_final(utterance.start, end)
+            decode = self._decode_final(utterance, end)
         self._push(
             PendingFinal(
                 utterance_id=utterance.id,
                 decode=decode,
-                fallback_start=_seconds(utterance.onset),
                 fallback_end=_seconds(utterance.last_speech_end),
+                audible_end=audible_end(
+                    self._buffer.slice(utterance.onset, end), _seconds(utterance.onset)
+                ),
                 speech_end_wall=utterance.last_speech_wall,
             )
         )
@@ -331,18 +340,18 @@ class StreamSession:
         messages: list[dict[str, Any]] = []
         end = pending.fallback_end
         if text is not None:
+            end = max(text.end, pending.audible_end)
             messages.append(
                 protocol.final(
                     pending.utterance_id,
                     text.text,
                     text.start,
-                    text.end,
+                    end,
                     text.confidence,
                     self.config.language or "en",
                     text.words,
                 )
             )
-            end = max(end, text.end)
             self._metrics.finals_sent.inc()
             self._metrics.final_latency.observe(time.monotonic() - pending.speech_end_wall)
             logger.debug(
