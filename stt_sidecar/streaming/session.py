@@ -30,8 +30,8 @@ from . import protocol
 from .audio_input import TARGET_RATE, PcmTo16k, SampleBuffer
 from .decoding import (
     FinalText,
-    audible_end,
     StableText,
+    audible_end,
     final_options,
     hypothesis_text,
     interim_options,
