@@ -34,7 +34,7 @@ async def hypotheses(sidecar_url: str) -> dict[str, dict]:
     bodies = await asyncio.gather(
         *(transcribe(sidecar_url, c.path.read_bytes(), c.name) for c in clips())
     )
-    return {c.name: body for c, body in zip(clips(), bodies)}
+    return {c.name: body for c, body in zip(clips(), bodies, strict=True)}
 
 
 @pytest.mark.parametrize("name", [c.name for c in clips()])
