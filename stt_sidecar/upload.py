@@ -68,6 +68,10 @@ class _BodyBudget:
             raise ApiError(
                 408, f"No request data received for {self._idle_timeout:g} s.", "timeout"
             ) from None
+        except web.RequestPayloadError:  # bad chunk framing or Content-Encoding
+            raise ApiError(400, "The request body could not be read.", "invalid_request") from None
+        except ValueError:  # aiohttp's multipart reader: missing boundary, early end
+            raise ApiError(400, "The multipart form is malformed.", "invalid_request") from None
         # total_bytes counts wire bytes (after de-chunking), so multipart framing counts too
         if self._request.content.total_bytes > self.max_bytes:
             raise _too_large(self.max_bytes)

@@ -212,6 +212,23 @@ async def test_unsupported_media_type_415(
 
 
 @pytest.mark.parametrize(
+    ("headers", "data"),
+    [
+        ({"Content-Type": "multipart/form-data"}, b"no boundary"),
+        ({"Content-Type": "multipart/form-data; boundary=abc"}, b"no parts at all"),
+        (
+            {"Content-Type": "multipart/form-data; boundary=abc"},
+            b'--abc\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nends',
+        ),
+        ({"Content-Type": "audio/wav", "Content-Encoding": "gzip"}, b"not gzip data"),
+    ],
+    ids=["no_boundary", "no_parts", "unterminated", "bad_gzip"],
+)
+async def test_malformed_body_400(strict: SidecarProcess, headers: dict, data: bytes) -> None:
+    await expect_error(strict.url, data, 400, "invalid_request", headers=headers)
+
+
+@pytest.mark.parametrize(
     ("audio", "code"),
     [
         (b"", "empty_audio"),
