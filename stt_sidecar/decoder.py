@@ -57,6 +57,7 @@ class DecodeResult:
 @dataclass(order=True)
 class _Job:
     priority: int
+    round: int  # how many jobs of the same owner were ahead of it: fair share between streams
     seq: int
     audio: np.ndarray = field(compare=False)
     options: dict[str, Any] = field(compare=False)
@@ -119,6 +120,7 @@ class DecodeScheduler:
         self._max_pending_batch = max_pending_batch
         self._heap: list[_Job] = []
         self._by_key: dict[Hashable, _Job] = {}
+        self._in_flight: collections.Counter[Hashable] = collections.Counter()
         self._wakeup = asyncio.Event()
         self._seq = itertools.count()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
@@ -161,8 +163,12 @@ class DecodeScheduler:
         priority: Priority,
         *,
         coalesce_key: Hashable | None = None,
+        owner: Hashable | None = None,
     ) -> DecodeResult:
         """Queue a decode and wait for it.
+
+        Within a priority, jobs of owners (streams) with fewer jobs in flight go first, so a
+        client sending faster than real time cannot starve the finals of the others.
 
         Raises:
             DecodeOverloaded: a batch job found the batch queue full.
@@ -175,7 +181,10 @@ class DecodeScheduler:
             self._pending_batch += 1
         try:
             future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
-            job = _Job(int(priority), next(self._seq), audio, options, future, coalesce_key)
+            round_ = self._in_flight[owner] if owner is not None else 0
+            job = _Job(int(priority), round_, next(self._seq), audio, options, future, coalesce_key)
+            if owner is not None:
+                self._in_flight[owner] += 1
             if coalesce_key is not None:
                 previous = self._by_key.get(coalesce_key)
                 if previous is not None and not previous.dead:
@@ -192,6 +201,10 @@ class DecodeScheduler:
                 job.dead = True  # a cancelled waiter leaves nothing behind to decode
                 if coalesce_key is not None and self._by_key.get(coalesce_key) is job:
                     del self._by_key[coalesce_key]
+                if owner is not None:
+                    self._in_flight[owner] -= 1
+                    if self._in_flight[owner] == 0:
+                        del self._in_flight[owner]
         finally:
             if priority == Priority.BATCH:
                 self._pending_batch -= 1

@@ -16,7 +16,7 @@ from ..app import STATE, SidecarState
 from ..errors import ApiError
 from . import protocol
 from .protocol import ProtocolViolation
-from .session import StreamSession
+from .session import SlowConsumer, StreamSession
 
 logger = logging.getLogger("stt_sidecar.stream")
 
@@ -178,7 +178,9 @@ async def _serve(conn: StreamConnection, state: SidecarState) -> None:
                     protocol.PROTOCOL_ERROR, "frame is not whole 16-bit samples for every channel"
                 )
             session.feed(msg.data)
-            if session.slow_consumer:
+            try:
+                await session.wait_for_backlog()
+            except SlowConsumer:
                 await _fail(
                     conn,
                     state,

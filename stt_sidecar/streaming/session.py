@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -46,7 +47,12 @@ SPEECH_CONTINUE = 0.35  # below this a window counts as silence (hysteresis)
 PRE_ROLL_S = 0.4  # Silero fires ~0.2 s after the first phoneme: keep some audio before it
 POST_PAD_S = 0.3  # silence kept after the last speech window for the final's decode
 SPECULATIVE_SILENCE_S = 0.15  # start the final's decode this early in a pause
-MAX_ORDERED_ITEMS = 32  # finals/events waiting for a client before it is a slow consumer
+MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
+SLOW_CONSUMER_S = 10.0  # one send blocked this long (client not reading) ends the stream
+
+
+class SlowConsumer(Exception):
+    """The client stopped reading while finals wait for it."""
 
 
 def _seconds(samples: int) -> float:
@@ -123,7 +129,8 @@ class StreamSession:
         self._wake_sender = asyncio.Event()
         self._wake_interims = asyncio.Event()
         self._input_done = False
-        self.slow_consumer = False
+        self._backlog_shrunk = asyncio.Event()
+        self._send_started: float | None = None
         self._sender = asyncio.create_task(self._send_loop(), name=f"stream-{session_id}-send")
         self._interims = asyncio.create_task(
             self._interim_loop(), name=f"stream-{session_id}-interims"
@@ -205,7 +212,9 @@ class StreamSession:
     async def _run_final_decode(
         self, audio: np.ndarray, offset: float, speech_start: float, speech_end: float
     ) -> FinalText | None:
-        result = await self._scheduler.transcribe(audio, self._final_options, Priority.FINAL)
+        result = await self._scheduler.transcribe(
+            audio, self._final_options, Priority.FINAL, owner=self.id
+        )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         return shape_final(result.segments, offset, speech_start, speech_end)
 
@@ -294,10 +303,28 @@ class StreamSession:
 
     # -- output ----------------------------------------------------------------------------
     def _push(self, item: dict[str, Any] | PendingFinal) -> None:
-        if len(self._ordered) >= MAX_ORDERED_ITEMS:
-            self.slow_consumer = True  # the handler closes the connection
         self._ordered.append(item)
         self._wake_sender.set()
+
+    async def wait_for_backlog(self) -> None:
+        """Backpressure: while too much is waiting to be decoded or sent, stop taking audio.
+
+        A client sending faster than the decoder keeps up is slowed down by TCP instead of
+        growing our memory, and loses nothing.
+
+        Raises:
+            SlowConsumer: one send has been blocked for SLOW_CONSUMER_S (client not reading).
+        """
+        while len(self._ordered) >= MAX_BACKLOG:
+            if (
+                self._send_started is not None
+                and time.monotonic() - self._send_started > SLOW_CONSUMER_S
+            ):
+                raise SlowConsumer()
+            self._backlog_shrunk.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._backlog_shrunk.wait()
 
     async def _send_loop(self) -> None:
         while True:
@@ -310,8 +337,11 @@ class StreamSession:
                 else:
                     messages = [item]
                 self._ordered.popleft()
+                self._backlog_shrunk.set()
                 for message in messages:
+                    self._send_started = time.monotonic()
                     await self._send(message)
+                    self._send_started = None
                     if message["type"] == "speech_started":
                         self._announced = message["utterance_id"]
                     elif message["type"] == "speech_ended":
@@ -380,7 +410,11 @@ class StreamSession:
             audio = self._buffer.slice(utterance.start, self._buffer.end)
             try:
                 result = await self._scheduler.transcribe(
-                    audio, self._interim_options, Priority.INTERIM, coalesce_key=self.id
+                    audio,
+                    self._interim_options,
+                    Priority.INTERIM,
+                    coalesce_key=self.id,
+                    owner=self.id,
                 )
             except (DecodeSuperseded, DecodeFailed):
                 self._metrics.interims_dropped.inc()
