@@ -1,0 +1,191 @@
+"""The worker and the sidecar's lifecycle: waiting for `/ready`, load reporting, a restart
+in the middle of someone speaking. Real sidecar processes, real plugin, real speech."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from livekit.plugins import custom_stt
+
+from agent.load import LoadReporter, StreamCounter, count_streams
+from agent.publisher import TranscriptPublisher
+from agent.settings import WorkerSettings
+from agent.sidecar_ready import SidecarNotReadyError, probe_ready_sync, wait_until_ready
+from agent.transcriber import ParticipantTranscriber, Speaker
+
+from .sidecar_process import SidecarProcess, free_port
+from .speech import clip, wer
+from .test_agent_support import Microphone, RecordingParticipant, import_agent_main, speech
+
+SIDECAR_ENV = dict(STT_MAX_STREAMS="8", STT_IDLE_TIMEOUT_S="30", STT_MAX_PENDING="8")
+
+
+def worker_settings(url: str, api_key: str | None = None, **changes: object) -> WorkerSettings:
+    """Every field explicit, nothing from the environment."""
+    values: dict[str, object] = dict(
+        livekit_url="ws://127.0.0.1:9",
+        livekit_api_key="devkey",
+        livekit_api_secret="secret",
+        stt_url=url,
+        stt_api_key=api_key,
+        language="en",
+        agent_name="",
+        transcript_topic="transcription",
+        publish_interims=True,
+        sidecar_ready_timeout_s=60.0,
+        load_threshold=0.9,
+        max_streams=0,
+    )
+    values.update(changes)
+    return WorkerSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def late_sidecar() -> AsyncIterator[SidecarProcess]:
+    """A sidecar with an API key whose process is not started yet: the test starts it."""
+    proc = SidecarProcess(port=free_port(), STT_API_KEY="k3y-for-tests", **SIDECAR_ENV)
+    yield proc
+    await asyncio.to_thread(proc.stop)
+
+
+async def test_worker_waits_for_the_sidecar_then_registers_and_transcribes(
+    late_sidecar: SidecarProcess,
+) -> None:
+    main = import_agent_main()
+    settings = worker_settings(late_sidecar.url, "k3y-for-tests")
+    server = main.build_server(settings)
+    started = asyncio.Event()
+    server.on("worker_started", started.set)
+    # unregistered: everything of `AgentServer.run` but the connection to a LiveKit server
+    run = asyncio.create_task(server.run(devmode=True, unregistered=True))
+    try:
+        await asyncio.sleep(1.5)
+        assert not started.is_set(), "the worker started before the sidecar was there"
+        assert server.load_fnc() == 1.0  # nothing to serve with: full
+        late_sidecar.start(wait=False)
+        await asyncio.wait_for(started.wait(), 60)
+        assert probe_ready_sync(late_sidecar.url, "k3y-for-tests").ready
+        assert 0.0 <= server.load_fnc() < settings.load_threshold
+    finally:
+        await server.aclose()
+        await asyncio.wait_for(run, 10)
+    assert not server.sidecar_failed
+
+    # and the pipeline works against it, API key included
+    stt = custom_stt.STT(base_url=late_sidecar.url, api_key="k3y-for-tests", language="en")
+    room = RecordingParticipant()
+    mic = Microphone()
+    transcriber = ParticipantTranscriber(
+        speaker=Speaker("frank", "Frank", "TR_f"),
+        audio=mic.audio_stream(),
+        stt=stt,
+        publisher=TranscriptPublisher(room),
+    )
+    transcriber.start()
+    await mic.say(speech(0.3, "goforward.wav", 1.2))
+    await room.wait_for(lambda: len(room.finals()) >= 1, timeout=10)
+    await transcriber.aclose()
+    await mic.aclose()
+    await stt.aclose()
+    assert wer(clip("goforward.wav").text, room.finals()[0]["text"]) <= 0.25
+
+    # a wrong key is reported at once, not after the whole timeout
+    began = time.monotonic()
+    with pytest.raises(SidecarNotReadyError, match="API key"):
+        await wait_until_ready(late_sidecar.url, "wrong-key", timeout=30)
+    assert time.monotonic() - began < 5
+
+
+async def test_server_gives_up_clearly_when_the_sidecar_never_comes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    main = import_agent_main()
+    url = f"http://127.0.0.1:{free_port()}"
+    server = main.build_server(worker_settings(url, sidecar_ready_timeout_s=1.0))
+    started = asyncio.Event()
+    server.on("worker_started", started.set)
+    with caplog.at_level("INFO", logger="agent"):
+        await asyncio.wait_for(server.run(devmode=True, unregistered=True), 10)
+    await server.aclose()
+    assert server.sidecar_failed and not started.is_set()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("waiting for the STT sidecar" in m and url in m for m in messages), messages
+    assert any("not ready after 1 s" in m and "CUSTOM_STT_URL" in m for m in messages), messages
+
+
+async def test_load_combines_the_sidecar_load_and_this_workers_streams(
+    sidecar: SidecarProcess, tmp_path
+) -> None:
+    status = probe_ready_sync(sidecar.url)
+    assert status.ready and status.max_streams == 8
+    reporter = LoadReporter(worker_settings(sidecar.url), tmp_path, cache_s=0.0)
+    assert 0.0 <= reporter() < 0.5
+
+    # four streams in "another job process" (this one, via its file) out of a budget of 8
+    StreamCounter(tmp_path).add(4)
+    assert count_streams(tmp_path) == 4
+    assert reporter() >= 0.5
+    # an explicit per-worker budget takes precedence over the sidecar's max_streams
+    assert LoadReporter(worker_settings(sidecar.url, max_streams=4), tmp_path)() == 1.0
+
+    # a job process that died without cleaning up no longer counts
+    dead = await asyncio.create_subprocess_exec("true")
+    await dead.wait()
+    (tmp_path / str(dead.pid)).write_text("3")
+    assert count_streams(tmp_path) == 4
+    assert not (tmp_path / str(dead.pid)).exists()
+    assert (tmp_path / str(os.getpid())).read_text() == "4"
+
+    # no sidecar: full, so LiveKit sends rooms elsewhere
+    gone = LoadReporter(worker_settings(f"http://127.0.0.1:{free_port()}"), tmp_path)
+    assert gone() == 1.0
+
+
+async def test_sidecar_restarted_mid_speech_transcripts_continue() -> None:
+    """SIGKILL the sidecar four seconds into an eleven-second sentence and start it again: the
+    plugin reconnects and replays, so the sentence comes out whole and once, and the next
+    utterance is transcribed as usual."""
+    sidecar = SidecarProcess(port=free_port(), **SIDECAR_ENV).start()
+    stt = custom_stt.STT(base_url=sidecar.url, api_key=None, language="en")
+    room = RecordingParticipant()
+    mic = Microphone()
+    transcriber = ParticipantTranscriber(
+        speaker=Speaker("grace", "Grace", "TR_g"),
+        audio=mic.audio_stream(),
+        stt=stt,
+        publisher=TranscriptPublisher(room),
+    )
+    transcriber.start()
+
+    async def restart_after(delay: float) -> None:
+        await asyncio.sleep(delay)
+        await asyncio.to_thread(sidecar.kill)
+        sidecar.start(wait=False)
+
+    try:
+        await asyncio.gather(
+            mic.say(speech(0.3, "jfk.wav", 1.5, "goforward.wav", 1.5)),
+            restart_after(4.3),
+        )
+        await room.wait_for(lambda: len(room.finals()) >= 2, timeout=25)
+        await transcriber.aclose()
+    finally:
+        await mic.aclose()
+        await stt.aclose()
+        await asyncio.to_thread(sidecar.stop)
+
+    finals = room.finals()
+    texts = [f["text"] for f in finals]
+    # JFK's pauses may split the sentence into several utterances; together they must be the
+    # sentence, each word once (a replayed-and-repeated phrase would be an insertion error)
+    assert wer(clip("jfk.wav").text, " ".join(texts[:-1])) <= 0.2, texts
+    assert wer(clip("goforward.wav").text, texts[-1]) <= 0.25, texts
+    # on the track's own timeline, in order, never overlapping
+    assert abs(finals[0]["start"] - 0.4) < 0.6 and finals[-1]["start"] > 12, finals
+    for earlier, later in itertools.pairwise(finals):
+        assert earlier["end"] <= later["start"] + 0.05, (earlier, later)
