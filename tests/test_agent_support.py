@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -246,3 +247,15 @@ def import_agent_main() -> ModuleType:
         mp.setenv("LIVEKIT_API_SECRET", "secret")
         mp.chdir(tempfile.mkdtemp(prefix="agent-import-"))
         return importlib.import_module("agent.main")
+
+
+def worker_process_env(**overrides: str) -> dict[str, str]:
+    """The environment for a worker subprocess: this one minus every variable the worker or
+    LiveKit reads, plus `overrides` (run it from a directory without a `.env`)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in AGENT_ENV_VARS and not k.startswith(("LIVEKIT_", "STT_", "CUSTOM_STT_"))
+    }
+    env.update(PYTHONUNBUFFERED="1", **overrides)
+    return env
