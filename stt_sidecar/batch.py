@@ -173,7 +173,7 @@ class _Decoded:
 
 
 async def _decode(
-    request: web.Request, state: SidecarState, audio_bytes: bytes, decode_request: DecodeRequest
+    request: web.Request, state: SidecarState, upload: Upload, decode_request: DecodeRequest
 ) -> _Decoded:
     """Upload bytes -> PCM (executor, capped) -> model (scheduler)."""
     scheduler = state.require_scheduler()
@@ -182,11 +182,13 @@ async def _decode(
         audio: np.ndarray = await loop.run_in_executor(
             request.app[AUDIO_POOL],
             decode_audio_capped,
-            audio_bytes,
+            upload.audio,
             state.settings.max_audio_seconds,
         )
     except AudioDecodeError as exc:
         raise ApiError(400, exc.message, exc.code, param="file") from None
+    finally:
+        upload.audio = b""  # up to STT_MAX_UPLOAD_MB per request: free it before the wait
     try:
         result = await scheduler.transcribe(audio, decode_options(decode_request), Priority.BATCH)
     except DecodeOverloaded:
@@ -237,7 +239,7 @@ async def transcribe_native(request: web.Request) -> web.Response:
         task=task,
         word_timestamps=word_timestamps,
     )
-    decoded = await _decode(request, state, upload.audio, decode_request)
+    decoded = await _decode(request, state, upload, decode_request)
     r = decoded.result
     return web.json_response(
         formats.native_json(r.segments, r.info, word_timestamps=word_timestamps)
@@ -266,7 +268,7 @@ async def _openai(request: web.Request, task: str) -> web.Response:
         initial_prompt=_parse_prompt(upload),
         temperature=_parse_temperature(upload),
     )
-    decoded = await _decode(request, state, upload.audio, decode_request)
+    decoded = await _decode(request, state, upload, decode_request)
     segments, info = decoded.result.segments, decoded.result.info
     if response_format == "json":
         return web.json_response(formats.openai_json(segments, info))

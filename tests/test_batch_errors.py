@@ -330,3 +330,41 @@ async def test_request_id_is_echoed_on_errors(strict: SidecarProcess) -> None:
             assert r.status == 415
             assert r.headers["X-Request-Id"] == "trace-42"
     assert "trace-42" in strict.log()  # the failure is logged under the same id
+
+
+async def test_model_not_ready_503_with_retry_after() -> None:
+    """Between the port opening and the warm-up decode finishing (about a second), batch
+    requests get 503 model_not_ready with Retry-After, and /health already answers."""
+    proc = SidecarProcess().start(wait=False)
+    try:
+        first = None
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.post(
+                        proc.url + "/transcribe", data=form(SHORT.path.read_bytes())
+                    ) as r:
+                        first = (r.status, r.headers.copy(), await r.json())
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.02)  # not listening yet
+            assert first is not None, proc.log()
+            if first[0] == 200:
+                pytest.skip("the warm-up finished before the first request could be sent")
+            status, headers, body = first
+            assert status == 503
+            assert_error_body(body, 503, "model_not_ready")
+            assert int(headers["Retry-After"]) >= 1
+            async with http.get(proc.url + "/health") as r:
+                assert r.status == 200
+        await asyncio.get_running_loop().run_in_executor(None, proc.wait_ready)
+        await assert_still_serving_open(proc.url)
+    finally:
+        proc.stop()
+
+
+async def assert_still_serving_open(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/transcribe", data=form(SHORT.path.read_bytes())) as r:
+            assert r.status == 200
+            assert wer(SHORT.text, (await r.json())["text"]) <= 0.3
