@@ -41,6 +41,8 @@ cheaper than handing 48 kHz frames to the plugin's Python-side resampler."""
 RESTART_DELAY_S = 2.0
 """Pause before a new STT stream when one failed for good (its own retries exhausted)."""
 
+MAX_RESTART_DELAY_S = 30.0
+
 DRAIN_TIMEOUT_S = 5.0
 """On leave/unpublish, how long the final of the utterance in progress may take to arrive."""
 
@@ -135,11 +137,6 @@ class ParticipantTranscriber:
             self._speaker.track_sid,
         )
 
-    async def wait(self) -> None:
-        """Until the audio ended by itself and every final was published."""
-        if self._stt_task is not None:
-            await asyncio.shield(self._stt_task)
-
     async def aclose(self) -> None:
         """Stop reading the track, publish the final of what was already said (waiting at most
         `drain_timeout`), then release the STT stream, the audio stream and every task."""
@@ -198,8 +195,11 @@ class ParticipantTranscriber:
 
         The plugin retries a dropped connection itself and replays the unfinished utterance,
         so a failure reaching this loop means the sidecar stayed away longer than its retry
-        window (or refused us); audio until the new stream opens is not transcribed.
+        window (or refused us); audio until a new stream opens is not transcribed. Reopening
+        backs off (`restart_delay`, doubled per consecutive failure up to `MAX_RESTART_DELAY_S`)
+        so a long outage costs one log line every half minute, not a tight loop.
         """
+        failures = 0
         while True:
             stream = self._stt.stream()
             # continue the track's timeline rather than restarting at 0 on a new stream
@@ -210,6 +210,7 @@ class ParticipantTranscriber:
                 self._end_stream_input()
             try:
                 async for event in stream:
+                    failures = 0  # this stream worked: a later failure starts the backoff over
                     await self._on_event(event)
                 return  # input ended and every final is out
             except Exception as exc:
@@ -220,18 +221,21 @@ class ParticipantTranscriber:
                         exc,
                     )
                     return
+                delay = min(self._restart_delay * 2**failures, MAX_RESTART_DELAY_S)
+                failures += 1
                 logger.error(
-                    "transcription of %s (track %s) failed: %s; opening a new stream in %.0f s",
+                    "transcription of %s (track %s) failed: %s; new stream in %.0f s (attempt %d)",
                     self._speaker.identity,
                     self._speaker.track_sid,
                     exc,
-                    self._restart_delay,
+                    delay,
+                    failures,
                     exc_info=not isinstance(exc, APIError),
                 )
             finally:
                 self._stream = None
                 await stream.aclose()
-            await asyncio.sleep(self._restart_delay)
+            await asyncio.sleep(delay)
 
     async def _on_event(self, event: SpeechEvent) -> None:
         if event.type == SpeechEventType.START_OF_SPEECH:

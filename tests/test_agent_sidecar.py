@@ -10,8 +10,10 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from livekit.agents import APIConnectOptions
 from livekit.plugins import custom_stt
 
+from agent import transcriber as transcriber_module
 from agent.load import LoadReporter, StreamCounter, count_streams
 from agent.publisher import TranscriptPublisher
 from agent.settings import WorkerSettings
@@ -189,3 +191,50 @@ async def test_sidecar_restarted_mid_speech_transcripts_continue() -> None:
     assert abs(finals[0]["start"] - 0.4) < 0.6 and finals[-1]["start"] > 12, finals
     for earlier, later in itertools.pairwise(finals):
         assert earlier["end"] <= later["start"] + 0.05, (earlier, later)
+
+
+async def test_transcriber_reopens_its_stream_after_an_outage_beyond_the_plugin_retries(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no retries left in the plugin (max_retry=0 here, ~12 s by default), a sidecar
+    outage ends the STT stream; the transcriber opens a new one once the sidecar is back."""
+    monkeypatch.setattr(transcriber_module, "MAX_RESTART_DELAY_S", 0.5)
+    sidecar = SidecarProcess(port=free_port(), **SIDECAR_ENV).start()
+    stt = custom_stt.STT(
+        base_url=sidecar.url,
+        api_key=None,
+        language="en",
+        conn_options=APIConnectOptions(max_retry=0, timeout=5),
+    )
+    room = RecordingParticipant()
+    mic = Microphone()
+    transcriber = ParticipantTranscriber(
+        speaker=Speaker("heidi", "Heidi", "TR_h"),
+        audio=mic.audio_stream(),
+        stt=stt,
+        publisher=TranscriptPublisher(room),
+        restart_delay=0.2,
+    )
+    transcriber.start()
+    try:
+        with caplog.at_level("ERROR", logger="agent.transcriber"):
+            await mic.say(speech(0.3, "goforward.wav", 1.2))
+            await room.wait_for(lambda: len(room.finals()) == 1, timeout=10)
+            await asyncio.to_thread(sidecar.kill)
+            await mic.say(speech(1.0))
+            sidecar.start(wait=False)
+            await asyncio.to_thread(sidecar.wait_ready, 60)
+            await mic.say(speech(1.5, "librivox_0880.wav", 1.2))
+            await room.wait_for(lambda: len(room.finals()) == 2, timeout=10)
+        await transcriber.aclose()
+    finally:
+        await mic.aclose()
+        await stt.aclose()
+        await asyncio.to_thread(sidecar.stop)
+
+    texts = [f["text"] for f in room.finals()]
+    assert wer(clip("goforward.wav").text, texts[0]) <= 0.25, texts
+    assert wer(clip("librivox_0880.wav").text, texts[1]) <= 0.25, texts
+    assert any(
+        "failed" in r.getMessage() and "new stream" in r.getMessage() for r in caplog.records
+    )
