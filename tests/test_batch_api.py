@@ -118,7 +118,9 @@ async def test_other_containers_48k_stereo_same_words(
     suffix: str,
 ) -> None:
     """Speech resampled to 48 kHz stereo and encoded gives the same words as the 16 kHz WAV."""
-    for name in ("jfk.wav", "librivox_0870.wav"):
+    # two clips for the formats the issue names (FLAC, Ogg/Opus), one for the others
+    names = ("jfk.wav", "librivox_0870.wav") if suffix in ("flac", "ogg") else ("jfk.wav",)
+    for name in names:
         encoded = reencode(
             DATA / name, tmp_path / f"{name}.{suffix}", container=container, codec=codec
         )

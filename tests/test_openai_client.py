@@ -106,11 +106,12 @@ def test_vtt_is_well_formed(client: openai.OpenAI) -> None:
 
 
 def test_prompt_and_temperature_are_accepted(client: openai.OpenAI) -> None:
-    with JFK.path.open("rb") as f:
+    short = clip("librivox_0930.wav")
+    with short.path.open("rb") as f:
         result = client.audio.transcriptions.create(
-            model="whisper-1", file=f, prompt="Inaugural address, 1961.", temperature=0.2
+            model="whisper-1", file=f, prompt="Sense and Sensibility.", temperature=0.2
         )
-    assert wer(JFK.text, result.text) <= 0.1, result.text
+    assert wer(short.text, result.text) <= 0.2, result.text
 
 
 def test_models(client: openai.OpenAI) -> None:
