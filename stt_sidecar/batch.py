@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,7 +23,7 @@ from . import formats
 from .app import STATE, SidecarState
 from .audio_decode import SAMPLE_RATE, AudioDecodeError, decode_audio_capped
 from .decoder import DecodeFailed, DecodeOverloaded, DecodeResult, Priority
-from .errors import REQUEST_ID, ApiError
+from .errors import REQUEST_ID, ApiError, Handler
 from .upload import Upload, read_upload
 from .whisper_options import DecodeRequest, decode_options
 
@@ -320,8 +320,6 @@ async def retrieve_model(request: web.Request) -> web.Response:
 
 
 # -- wiring --------------------------------------------------------------------------------
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _instrumented(endpoint: str, handler: Handler, *, gated: bool) -> Handler:
