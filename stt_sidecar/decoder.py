@@ -12,6 +12,7 @@ import collections
 import heapq
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+import faster_whisper.transcribe
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.transcribe import Segment, TranscriptionInfo
@@ -63,17 +65,48 @@ class _Job:
     options: dict[str, Any] = field(compare=False)
     future: asyncio.Future[DecodeResult] = field(compare=False)
     coalesce_key: Hashable | None = field(compare=False, default=None)
+    encoder_window_s: float | None = field(compare=False, default=None)
     enqueued_at: float = field(compare=False, default_factory=time.monotonic)
     dead: bool = field(compare=False, default=False)
 
 
+# faster-whisper pads every window to Whisper's 30 s (3000 mel frames) before the encoder, so
+# 3 s of speech costs the encoder as much as 30 s (0.36 s vs 0.14 s for a 15 s window here).
+# CTranslate2 accepts shorter inputs. A per-thread override of the padding length lets a decode
+# ask for a shorter window; only interims do (measured: 15 s windows cost ~2 WER points on the
+# test set, so finals keep 30 s and match batch).
+_encoder_window = threading.local()
+_pad_or_trim_30s = faster_whisper.transcribe.pad_or_trim
+
+
+def _pad_or_trim_to_thread_window(array: np.ndarray, length: int = 3000, *, axis: int = -1):
+    return _pad_or_trim_30s(array, getattr(_encoder_window, "frames", None) or length, axis=axis)
+
+
+faster_whisper.transcribe.pad_or_trim = _pad_or_trim_to_thread_window
+MEL_FRAMES_PER_SECOND = 100
+
+
 def run_whisper(
-    model: WhisperModel, audio: np.ndarray, options: dict[str, Any]
+    model: WhisperModel,
+    audio: np.ndarray,
+    options: dict[str, Any],
+    encoder_window_s: float | None = None,
 ) -> tuple[list[Segment], TranscriptionInfo]:
     """Blocking decode. `transcribe()` returns a lazy generator: decoding happens while
-    iterating, so both must run in the same executor job."""
-    segments, info = model.transcribe(audio, **options)
-    return list(segments), info
+    iterating, so both must run in the same executor job.
+
+    Args:
+        encoder_window_s: encode this many seconds instead of 30; ignored when the audio is
+            longer (it would be cut).
+    """
+    fits = encoder_window_s is not None and audio.size <= encoder_window_s * 16000
+    _encoder_window.frames = int(encoder_window_s * MEL_FRAMES_PER_SECOND) if fits else None
+    try:
+        segments, info = model.transcribe(audio, **options)
+        return list(segments), info
+    finally:
+        _encoder_window.frames = None
 
 
 class BusyTracker:
@@ -164,6 +197,7 @@ class DecodeScheduler:
         *,
         coalesce_key: Hashable | None = None,
         owner: Hashable | None = None,
+        encoder_window_s: float | None = None,
     ) -> DecodeResult:
         """Queue a decode and wait for it.
 
@@ -182,7 +216,16 @@ class DecodeScheduler:
         try:
             future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
             round_ = self._in_flight[owner] if owner is not None else 0
-            job = _Job(int(priority), round_, next(self._seq), audio, options, future, coalesce_key)
+            job = _Job(
+                int(priority),
+                round_,
+                next(self._seq),
+                audio,
+                options,
+                future,
+                coalesce_key,
+                encoder_window_s,
+            )
             if owner is not None:
                 self._in_flight[owner] += 1
             if coalesce_key is not None:
@@ -229,7 +272,12 @@ class DecodeScheduler:
             self.busy.begin(index)
             try:
                 segments, info = await loop.run_in_executor(
-                    self._executor, run_whisper, self.model, job.audio, job.options
+                    self._executor,
+                    run_whisper,
+                    self.model,
+                    job.audio,
+                    job.options,
+                    job.encoder_window_s,
                 )
             except asyncio.CancelledError:
                 raise

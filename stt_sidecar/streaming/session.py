@@ -47,6 +47,7 @@ SPEECH_CONTINUE = 0.35  # below this a window counts as silence (hysteresis)
 PRE_ROLL_S = 0.4  # Silero fires ~0.2 s after the first phoneme: keep some audio before it
 POST_PAD_S = 0.3  # silence kept after the last speech window for the final's decode
 SPECULATIVE_SILENCE_S = 0.15  # start the final's decode this early in a pause
+INTERIM_MIN_WINDOW_S = 15.0  # shorter encoder windows for interims cost accuracy below ~15 s
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
 SLOW_CONSUMER_S = 10.0  # one send blocked this long (client not reading) ends the stream
 
@@ -415,6 +416,7 @@ class StreamSession:
                     Priority.INTERIM,
                     coalesce_key=self.id,
                     owner=self.id,
+                    encoder_window_s=max(INTERIM_MIN_WINDOW_S, audio.size / TARGET_RATE + 1.0),
                 )
             except (DecodeSuperseded, DecodeFailed):
                 self._metrics.interims_dropped.inc()
