@@ -114,7 +114,9 @@ async def test_keepalive_is_accepted_and_server_serves_after_errors(sidecar, htt
 # -- admission and idle timeout: a second sidecar with small limits -------------------------
 @pytest.fixture(scope="module")
 def small_sidecar() -> Iterator[SidecarProcess]:
-    proc = SidecarProcess(STT_MAX_STREAMS="2", STT_IDLE_TIMEOUT_S="2").start()
+    proc = SidecarProcess(
+        STT_MAX_STREAMS="2", STT_IDLE_TIMEOUT_S="2", STT_MAX_UTTERANCE_S="4"
+    ).start()
     yield proc
     proc.stop()
 
@@ -140,6 +142,17 @@ async def test_streams_beyond_the_limit_get_1013_and_admitted_ones_keep_working(
         assert wer(c.text, " ".join(f["text"] for f in result.finals)) <= 0.2
     async with http.get(small_sidecar.url + "/metrics") as r:
         assert "stt_rejected_streams_total 3.0" in await r.text()
+
+
+async def test_long_utterance_is_cut_between_words(small_sidecar) -> None:
+    """7 s of unbroken reading with STT_MAX_UTTERANCE_S=4: two finals, no word lost or doubled."""
+    c = clip("librivox_0870.wav")
+    audio, rate = load_pcm16(c.path)
+    result = await replay(small_sidecar.ws_url, audio, rate, speed=0)
+    finals = result.finals
+    assert len(finals) >= 2, finals
+    assert all(f["end"] - f["start"] <= 4.5 for f in finals), finals
+    assert wer(c.text, " ".join(f["text"] for f in finals)) <= 0.15, finals
 
 
 async def test_idle_stream_is_closed(small_sidecar, http) -> None:
@@ -180,3 +193,30 @@ async def test_client_that_never_reads_does_not_grow_server_memory(sidecar) -> N
     raw.abort()
     assert wer(c.text, " ".join(f["text"] for f in normal.finals)) <= 0.2
     assert peak - baseline < 100, f"RSS grew from {baseline:.0f} to {peak:.0f} MiB"
+
+
+async def test_ready_reports_load_and_metrics_cover_streaming(sidecar, http) -> None:
+    c = clip("goforward.wav")
+    audio, rate = load_pcm16(c.path)
+    ws = await open_stream(http, sidecar.ws_url)
+    async with http.get(sidecar.url + "/ready") as r:
+        ready = await r.json()
+    assert ready["active_streams"] >= 1 and ready["max_streams"] == 8
+    assert 0 < ready["load"] <= 1
+    await ws.close()
+    await replay(sidecar.ws_url, audio, rate, speed=0)
+    async with http.get(sidecar.url + "/metrics") as r:
+        text = await r.text()
+    for name in (
+        "stt_active_streams",
+        "stt_rejected_streams_total",
+        "stt_stream_audio_seconds_total",
+        'stt_decode_seconds_bucket{kind="final"',
+        "stt_final_latency_seconds_bucket",
+        "stt_interims_dropped_total",
+        "stt_finals_sent_total",
+        "stt_decode_queue_depth",
+        'stt_errors_total{code="protocol_error"}',
+    ):
+        assert name in text, name
+    assert "dashwood" not in text.lower() and "forward" not in text.lower()  # no transcripts

@@ -1,0 +1,48 @@
+"""SIGTERM while streams are mid-utterance: finals first, then close 1001, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+
+from stt_sidecar.replay import load_pcm16
+
+from .sidecar_process import SidecarProcess
+from .speech import clip
+
+
+async def test_sigterm_finalizes_open_utterances_then_exits_cleanly() -> None:
+    sidecar = SidecarProcess(STT_SHUTDOWN_GRACE_S="8").start()
+    try:
+        audio, rate = load_pcm16(clip("librivox_0870.wav").path)
+        async with aiohttp.ClientSession() as http:
+            sockets = []
+            for _ in range(2):
+                ws = await http.ws_connect(sidecar.ws_url)
+                await ws.send_str(json.dumps({"type": "config", "sample_rate": rate}))
+                assert (await ws.receive_json(timeout=10))["type"] == "ready"
+                sockets.append(ws)
+            # 4 s of "and mister john dashwood had then leisure to consider ..." in real time
+            for i in range(0, 4 * rate, 320):
+                for ws in sockets:
+                    await ws.send_bytes(audio[i : i + 320].tobytes())
+                await asyncio.sleep(0.02)
+            started = time.monotonic()
+            sidecar.proc.terminate()  # SIGTERM
+            for ws in sockets:
+                messages = []
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        messages.append(json.loads(msg.data))
+                finals = [m for m in messages if m["type"] == "final"]
+                assert finals, messages
+                assert "dashwood" in " ".join(f["text"] for f in finals).lower()
+                assert ws.close_code == 1001
+        code = await asyncio.to_thread(sidecar.proc.wait, 15)
+        assert code == 0, sidecar.log()
+        assert time.monotonic() - started < 8 + 5
+    finally:
+        sidecar.stop()
