@@ -205,6 +205,9 @@ async def test_ready_reports_load_and_metrics_cover_streaming(sidecar, http) -> 
     assert 0 < ready["load"] <= 1
     await ws.close()
     await replay(sidecar.ws_url, audio, rate, speed=0)
+    async with http.ws_connect(sidecar.ws_url) as bad:
+        await bad.send_str("not json")
+        await expect_error(bad, "protocol_error", 1008)
     async with http.get(sidecar.url + "/metrics") as r:
         text = await r.text()
     for name in (
