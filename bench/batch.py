@@ -2,13 +2,16 @@
 
     python bench/batch.py tests/data                 # starts its own sidecar
     python bench/batch.py tests/data --url http://127.0.0.1:8765 --api-key KEY
+    python bench/batch.py tests/data --compare-beam 5
 
 DIR holds audio files and `transcripts.jsonl` ({"audio": file, "text": reference} a line).
-Every file is transcribed `--repeat` times by each side, one request at a time, with the same
-model directory and the same decode options (`stt_sidecar.whisper_options`). Printed per file
-and overall: word error rate, real-time factor (wall time / audio duration), latency p50/p95
-(HTTP round trip for the sidecar, decode_audio + transcribe for in-process) and peak RSS of the
-process doing the work (the sidecar's, or a fresh child process running faster-whisper).
+Both sides use the same model directory and the same decode options
+(`stt_sidecar.whisper_options`). Requests go one at a time and are interleaved (file by file,
+side by side, order rotated each round) so that load from elsewhere on the machine hits both
+sides alike. Printed per file and overall: word error rate, real-time factor (wall time / audio
+duration), latency p50/p95 (HTTP round trip for the sidecar; decode_audio + transcribe for
+in-process) and the peak RSS of the process doing the work (the sidecar's, or a child process
+running faster-whisper).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,19 +45,21 @@ class FileRun:
     latencies: list[float] = field(default_factory=list)
 
 
-@dataclass
-class SideResult:
+class Side(Protocol):
     label: str
-    files: list[FileRun]
-    peak_rss_mb: float | None
+
+    def transcribe(self, path: Path) -> tuple[str, float]:
+        """Text and audio duration for one file."""
+        ...
+
+    def peak_rss_mb(self) -> float | None: ...
+
+    def close(self) -> None: ...
 
 
 def read_manifest(directory: Path) -> list[tuple[Path, str]]:
-    rows = [
-        json.loads(line)
-        for line in (directory / "transcripts.jsonl").read_text().splitlines()
-        if line.strip()
-    ]
+    lines = (directory / "transcripts.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
     return [(directory / r["audio"], r["text"]) for r in rows]
 
 
@@ -69,53 +76,46 @@ def peak_rss_mb(pid: int) -> float | None:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 # -- the sidecar over HTTP -----------------------------------------------------------------
 
 
-def post_audio(url: str, audio: bytes, api_key: str | None) -> dict:
-    """`POST /transcribe` with the file as a raw body (a new connection each time, as a simple
-    client would do)."""
-    headers = {"Content-Type": "application/octet-stream"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(url + "/transcribe", data=audio, headers=headers)
-    with urllib.request.urlopen(request, timeout=600) as response:
-        return json.loads(response.read())
+class SidecarSide:
+    """`POST /transcribe` with the file as a raw body, a new connection each time."""
 
+    label = "sidecar (HTTP)"
 
-def run_sidecar(
-    files: list[tuple[Path, str]], url: str, api_key: str | None, repeat: int, pid: int | None
-) -> SideResult:
-    runs = []
-    for path, reference in files:
-        run = FileRun(path.name, reference)
-        audio = path.read_bytes()
-        for _ in range(repeat):
-            started = time.perf_counter()
-            body = post_audio(url, audio, api_key)
-            run.latencies.append(time.perf_counter() - started)
-        run.hypothesis, run.duration = body["text"], body["duration"]
-        runs.append(run)
-    return SideResult("sidecar (HTTP)", runs, peak_rss_mb(pid) if pid else None)
+    def __init__(self, url: str, api_key: str | None, pid: int | None) -> None:
+        self._url = url.rstrip("/") + "/transcribe"
+        self._headers = {"Content-Type": "application/octet-stream"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._pid = pid
+
+    def transcribe(self, path: Path) -> tuple[str, float]:
+        request = urllib.request.Request(self._url, data=path.read_bytes(), headers=self._headers)
+        with urllib.request.urlopen(request, timeout=600) as response:
+            body = json.loads(response.read())
+        return body["text"], body["duration"]
+
+    def peak_rss_mb(self) -> float | None:
+        return peak_rss_mb(self._pid) if self._pid else None
+
+    def close(self) -> None:
+        pass
 
 
 # -- plain faster-whisper in a child process -----------------------------------------------
 
 
-def _in_process_worker(
-    model_name: str,
-    device: str,
-    files: list[tuple[str, str]],
-    repeat: int,
-    beam_size: int,
-    queue: multiprocessing.Queue,
-) -> None:
+def _in_process_worker(model_name: str, device: str, beam_size: int, conn: Connection) -> None:
+    """Child process: load the model like the sidecar does, then transcribe paths sent over
+    `conn` until None arrives, answering (text, duration) and finally the peak RSS."""
     from faster_whisper import decode_audio
 
+    from stt_sidecar.app import read_warmup_audio
     from stt_sidecar.model import (
         default_compute_type,
         load_whisper_model,
@@ -133,86 +133,102 @@ def _in_process_worker(
         num_workers=1,
     )
     options = decode_options(DecodeRequest(language="en", extra={"beam_size": beam_size}))
-    warm = decode_audio(files[0][0])
-    list(model.transcribe(warm, **options)[0])  # the sidecar warms up too
-    out = []
-    for path, _reference in files:
-        latencies, text, duration = [], "", 0.0
-        for _ in range(repeat):
-            started = time.perf_counter()
-            audio = decode_audio(path)
-            segments, info = model.transcribe(audio, **options)
-            text = "".join(s.text for s in segments).strip()
-            latencies.append(time.perf_counter() - started)
-            duration = info.duration
-        out.append((text, duration, latencies))
-    queue.put((out, peak_rss_mb(os.getpid())))
+    list(model.transcribe(read_warmup_audio(), **options)[0])  # the sidecar warms up too
+    conn.send("ready")
+    while (path := conn.recv()) is not None:
+        segments, info = model.transcribe(decode_audio(path), **options)
+        conn.send(("".join(s.text for s in segments).strip(), info.duration))
+    conn.send(peak_rss_mb(os.getpid()))
 
 
-def run_in_process(
-    files: list[tuple[Path, str]], model: str, device: str, repeat: int, beam_size: int
-) -> SideResult:
-    ctx = multiprocessing.get_context("spawn")  # a clean process: its peak RSS is its own
-    queue: multiprocessing.Queue = ctx.Queue()
-    child = ctx.Process(
-        target=_in_process_worker,
-        args=(model, device, [(str(p), t) for p, t in files], repeat, beam_size, queue),
-    )
-    child.start()
-    out, rss = queue.get()
-    child.join()
-    runs = []
-    for (path, reference), (text, duration, latencies) in zip(files, out, strict=True):
-        runs.append(FileRun(path.name, reference, duration, text, latencies))
-    label = "faster-whisper in-process" + (f" (beam {beam_size})" if beam_size != 1 else "")
-    return SideResult(label, runs, rss)
+class InProcessSide:
+    def __init__(self, model: str, device: str, beam_size: int) -> None:
+        self.label = "faster-whisper in-process" + (f", beam {beam_size}" if beam_size > 1 else "")
+        ctx = multiprocessing.get_context("spawn")  # a clean process: its peak RSS is its own
+        self._conn, child_conn = ctx.Pipe()
+        self._child = ctx.Process(
+            target=_in_process_worker, args=(model, device, beam_size, child_conn), daemon=True
+        )
+        self._child.start()
+        assert self._conn.recv() == "ready"
+        self._peak: float | None = None
+
+    def transcribe(self, path: Path) -> tuple[str, float]:
+        self._conn.send(str(path))
+        return self._conn.recv()
+
+    def peak_rss_mb(self) -> float | None:
+        return self._peak
+
+    def close(self) -> None:
+        self._conn.send(None)
+        self._peak = self._conn.recv()
+        self._child.join(10)
 
 
-# -- report --------------------------------------------------------------------------------
+# -- run and report ------------------------------------------------------------------------
 
 
-def summary(side: SideResult) -> dict:
-    latencies = [x for f in side.files for x in f.latencies]
-    audio = sum(f.duration * len(f.latencies) for f in side.files)
+def run(sides: list[Side], files: list[tuple[Path, str]], repeat: int) -> dict[str, list[FileRun]]:
+    results = {s.label: [FileRun(p.name, ref) for p, ref in files] for s in sides}
+    for round_ in range(repeat):
+        for index, (path, _reference) in enumerate(files):
+            shift = (round_ + index) % len(sides)  # nobody always goes first
+            for side in sides[shift:] + sides[:shift]:
+                started = time.perf_counter()
+                text, duration = side.transcribe(path)
+                file_run = results[side.label][index]
+                file_run.latencies.append(time.perf_counter() - started)
+                file_run.hypothesis, file_run.duration = text, duration
+    return results
+
+
+def summary(runs: list[FileRun]) -> dict[str, float]:
+    latencies = [x for f in runs for x in f.latencies]
+    audio = sum(f.duration * len(f.latencies) for f in runs)
     return {
-        "wer": wer([f.reference for f in side.files], [f.hypothesis for f in side.files]),
+        "wer": wer([f.reference for f in runs], [f.hypothesis for f in runs]),
         "rtf": sum(latencies) / audio,
         "p50": percentile(latencies, 0.5),
         "p95": percentile(latencies, 0.95),
-        "peak_rss_mb": side.peak_rss_mb,
     }
 
 
-def print_report(sides: list[SideResult]) -> None:
-    names = [f.name for f in sides[0].files]
-    header = (
-        "| file | audio s | "
-        + " | ".join(f"{s.label}: WER / RTF / p50 s / p95 s" for s in sides)
+def _cell(error: float, rtf: float, p50: float, p95: float) -> str:
+    return f"{error:.1%} / {rtf:.3f} / {p50:.2f} / {p95:.2f}"
+
+
+def print_report(results: dict[str, list[FileRun]], rss: dict[str, float | None]) -> None:
+    labels = list(results)
+    first = results[labels[0]]
+    print(
+        "| file | audio s | " + " | ".join(f"{x}: WER / RTF / p50 s / p95 s" for x in labels) + " |"
+    )
+    print("|" + "---|" * (2 + len(labels)))
+    for i, file_run in enumerate(first):
+        cells = []
+        for label in labels:
+            f = results[label][i]
+            cells.append(
+                _cell(
+                    wer(f.reference, f.hypothesis),
+                    statistics.fmean(f.latencies) / f.duration,
+                    percentile(f.latencies, 0.5),
+                    percentile(f.latencies, 0.95),
+                )
+            )
+        print(f"| {file_run.name} | {file_run.duration:.1f} | " + " | ".join(cells) + " |")
+    totals = []
+    for label in labels:
+        s = summary(results[label])
+        totals.append(f"**{_cell(s['wer'], s['rtf'], s['p50'], s['p95'])}**")
+    total_audio = sum(f.duration for f in first)
+    print(f"| **all** | {total_audio:.1f} | " + " | ".join(totals) + " |")
+    print(
+        "| peak RSS | | "
+        + " | ".join(f"{rss[label]:.0f} MB" if rss[label] else "n/a (remote)" for label in labels)
         + " |"
     )
-    print(header)
-    print("|" + "---|" * (2 + len(sides)))
-    for i, name in enumerate(names):
-        cells = []
-        for side in sides:
-            f = side.files[i]
-            p50, p95 = percentile(f.latencies, 0.5), percentile(f.latencies, 0.95)
-            rtf = statistics.fmean(f.latencies) / f.duration
-            cells.append(
-                f"{wer(f.reference, f.hypothesis):.1%} / {rtf:.3f} / {p50:.3f} / {p95:.3f}"
-            )
-        print(f"| {name} | {sides[0].files[i].duration:.1f} | " + " | ".join(cells) + " |")
-    cells = []
-    for side in sides:
-        s = summary(side)
-        cells.append(f"**{s['wer']:.1%} / {s['rtf']:.3f} / {s['p50']:.3f} / {s['p95']:.3f}**")
-    print(
-        f"| **all** | {sum(f.duration for f in sides[0].files):.1f} | " + " | ".join(cells) + " |"
-    )
-    print()
-    for side in sides:
-        rss = side.peak_rss_mb
-        print(f"peak RSS, {side.label}: " + (f"{rss:.0f} MB" if rss else "n/a (remote)"))
 
 
 def main() -> int:
@@ -236,43 +252,41 @@ def main() -> int:
     args = parser.parse_args()
 
     files = read_manifest(args.directory)
-    sidecar = None
-    url = args.url
-    if url is None:
-        env = {"STT_MODEL": args.model, "STT_DEVICE": args.device}
-        if args.api_key:
-            env["STT_API_KEY"] = args.api_key
-        sidecar = SidecarProcess(**env).start(wait=args.api_key is None)
-        if args.api_key:
-            from tests.batch_support import wait_ready_with_key
-
-            wait_ready_with_key(sidecar, args.api_key)
-        url = sidecar.url
+    sidecar: SidecarProcess | None = None
+    sides: list[Side] = []
     try:
-        sides = [
-            run_sidecar(
-                files,
-                url.rstrip("/"),
-                args.api_key,
-                args.repeat,
-                sidecar.proc.pid if sidecar and sidecar.proc else None,
-            )
-        ]
+        url = args.url
+        if url is None:
+            env = {"STT_MODEL": args.model, "STT_DEVICE": args.device}
+            if args.api_key:
+                env["STT_API_KEY"] = args.api_key
+            sidecar = SidecarProcess(**env).start(wait=args.api_key is None)
+            if args.api_key:
+                from tests.batch_support import wait_ready_with_key
+
+                wait_ready_with_key(sidecar, args.api_key)
+            url = sidecar.url
+        pid = sidecar.proc.pid if sidecar is not None and sidecar.proc else None
+        sides.append(SidecarSide(url, args.api_key, pid))
+        sides.append(InProcessSide(args.model, args.device, beam_size=1))
+        if args.compare_beam > 1:
+            sides.append(InProcessSide(args.model, args.device, beam_size=args.compare_beam))
+        results = run(sides, files, args.repeat)
+        rss: dict[str, float | None] = {}
+        for side in sides:
+            rss[side.label] = side.peak_rss_mb()  # the sidecar's, read while it still runs
+            side.close()
+            rss[side.label] = rss[side.label] or side.peak_rss_mb()
     finally:
         if sidecar is not None:
             sidecar.stop()
-    sides.append(run_in_process(files, args.model, args.device, args.repeat, beam_size=1))
-    if args.compare_beam:
-        sides.append(
-            run_in_process(files, args.model, args.device, args.repeat, beam_size=args.compare_beam)
-        )
     print(
-        f"model {args.model} on {args.device}, {len(files)} files x {args.repeat} runs, "
-        f"one request at a time, {os.cpu_count()} CPUs\n"
+        f"model {args.model} on {args.device}, {len(files)} files x {args.repeat} rounds, "
+        f"one request at a time, interleaved, {os.cpu_count()} CPUs\n"
     )
-    print_report(sides)
+    print_report(results, rss)
     if args.json:
-        print(json.dumps({s.label: summary(s) for s in sides}, indent=2))
+        print(json.dumps({label: summary(runs) for label, runs in results.items()}, indent=2))
     return 0
 
 
