@@ -22,6 +22,8 @@ T = TypeVar("T")
 CHUNK_SIZE = 64 * 1024
 MAX_FORM_FIELDS = 32  # a real form has at most ~8; more is abuse
 MAX_TEXT_FIELD_BYTES = 64 * 1024  # the prompt is the longest text field
+# Slower than this on average and the upload is dropped (408): 25 MiB then takes at most ~7 min.
+MIN_UPLOAD_BYTES_PER_S = 64 * 1024
 
 # Raw bodies we take as audio; the container is sniffed by FFmpeg, so the exact subtype does not
 # matter, only that the client says "this is a media file".
@@ -54,17 +56,29 @@ def _too_large(limit: int) -> ApiError:
 
 
 class _BodyBudget:
-    """Enforces the size limit and the idle timeout on every read from one request body."""
+    """Enforces, on every read from one request body, the size limit, the idle timeout, and an
+    overall deadline: a client trickling a byte just often enough to dodge the idle timeout
+    would otherwise hold one of the few batch slots for as long as it likes."""
 
     def __init__(self, request: web.Request, max_bytes: int, idle_timeout: float) -> None:
         self._request = request
         self.max_bytes = max_bytes
         self._idle_timeout = idle_timeout
+        self._loop = asyncio.get_running_loop()
+        # Time for the largest allowed body at the slowest rate we accept.
+        self._deadline = self._loop.time() + idle_timeout + max_bytes / MIN_UPLOAD_BYTES_PER_S
 
     async def wait(self, read: Awaitable[T]) -> T:
+        remaining = self._deadline - self._loop.time()
         try:
-            result = await asyncio.wait_for(read, self._idle_timeout)
+            result = await asyncio.wait_for(read, max(0.0, min(self._idle_timeout, remaining)))
         except asyncio.TimeoutError:
+            if remaining <= self._idle_timeout:
+                raise ApiError(
+                    408,
+                    f"The upload is too slow (under {MIN_UPLOAD_BYTES_PER_S // 1024} KiB/s).",
+                    "timeout",
+                ) from None
             raise ApiError(
                 408, f"No request data received for {self._idle_timeout:g} s.", "timeout"
             ) from None
@@ -72,7 +86,8 @@ class _BodyBudget:
             raise ApiError(400, "The request body could not be read.", "invalid_request") from None
         except ValueError:  # aiohttp's multipart reader: missing boundary, early end
             raise ApiError(400, "The multipart form is malformed.", "invalid_request") from None
-        # total_bytes counts wire bytes (after de-chunking), so multipart framing counts too
+        # total_bytes counts bytes received (after de-chunking and decompression), so multipart
+        # framing counts too
         if self._request.content.total_bytes > self.max_bytes:
             raise _too_large(self.max_bytes)
         return result
