@@ -98,8 +98,11 @@ def probe_ready_sync(base_url: str, api_key: str | None = None) -> SidecarStatus
             return _status_from_body(exc.code, json.loads(exc.read()))
         except json.JSONDecodeError:
             return SidecarStatus(ready=False, detail="HTTP 503, not JSON")
-    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
-        return SidecarStatus(ready=False, detail=f"cannot connect ({exc})")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        return SidecarStatus(ready=False, detail=f"cannot connect ({reason})")
+    except json.JSONDecodeError:
+        return SidecarStatus(ready=False, detail="HTTP 200, not JSON")
 
 
 async def wait_until_ready(
