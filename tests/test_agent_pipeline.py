@@ -238,6 +238,46 @@ async def test_leaving_mid_sentence_publishes_the_words_so_far_and_releases_ever
     assert active_streams(sidecar) == 0
 
 
+async def test_participant_already_in_the_room_then_republishing(
+    stt: custom_stt.STT,
+) -> None:
+    """Someone already publishing when the worker arrives is picked up at `start()`; when they
+    unpublish and publish again (a new track sid), the new track gets its own pipeline."""
+    room_events = _StandInRoom()
+    room = RecordingParticipant()
+    first_mic, second_mic = Microphone(), Microphone()
+    ivan = _participant("ivan")
+    first = _publication("TR_ivan_1")
+    first.track, first.subscribed = first_mic.track, True
+    ivan.track_publications = {first.sid: first}
+    room_events.remote_participants = {"ivan": ivan}
+    room_transcriber = RoomTranscriber(
+        room_events,  # type: ignore[arg-type]
+        stt=stt,
+        publisher=TranscriptPublisher(room, interims=False),
+        audio_stream_factory=lambda track: rtc.AudioStream(
+            track, sample_rate=16000, num_channels=1
+        ),
+    )
+    room_transcriber.start()
+    assert set(room_transcriber.active) == {"TR_ivan_1"}
+
+    room_events.emit("track_unpublished", first, ivan)
+    second = _publication("TR_ivan_2")
+    room_events.emit("track_subscribed", second_mic.track, second, ivan)
+    assert set(room_transcriber.active) == {"TR_ivan_2"}
+    await second_mic.say(speech(0.3, "goforward.wav", 1.2))
+    await room.wait_for(lambda: len(room.finals()) == 1, timeout=10)
+    await room_transcriber.aclose()
+    await first_mic.aclose()
+    await second_mic.aclose()
+
+    (final,) = room.finals()
+    assert final["track_sid"] == "TR_ivan_2" and final["participant_name"] == "Ivan"
+    assert wer(clip("goforward.wav").text, final["text"]) <= 0.25
+    assert room.text_streams[-1].attributes["lk.transcribed_track_id"] == "TR_ivan_2"
+
+
 async def test_publisher_interims_off_and_failed_sends_never_raise() -> None:
     room = RecordingParticipant()
     publisher = TranscriptPublisher(room, topic="captions", interims=False)
