@@ -1,3 +1,3 @@
-"""faster-whisper speech-to-text sidecar: batch HTTP (native + OpenAI-compatible) and streaming WebSocket."""
+"""faster-whisper STT sidecar: batch HTTP (native and OpenAI-compatible), streaming WebSocket."""
 
 __version__ = "0.1.0"

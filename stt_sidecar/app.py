@@ -51,8 +51,9 @@ class SidecarState:
     def require_scheduler(self) -> DecodeScheduler:
         """The scheduler once the model is loaded and warm; 503 with Retry-After before."""
         if not self.ready or self.scheduler is None:
-            raise ApiError(503, "The model is still loading; retry shortly.", "model_not_ready",
-                           retry_after=2)
+            raise ApiError(
+                503, "The model is still loading; retry shortly.", "model_not_ready", retry_after=2
+            )
         return self.scheduler
 
     @property
@@ -87,8 +88,11 @@ async def _load_and_warm(app: web.Application) -> None:
         model = await loop.run_in_executor(
             None,
             lambda: load_whisper_model(
-                state.source, device=state.device, compute_type=state.compute_type,
-                cpu_threads=s.cpu_threads, num_workers=s.num_workers,
+                state.source,
+                device=state.device,
+                compute_type=state.compute_type,
+                cpu_threads=s.cpu_threads,
+                num_workers=s.num_workers,
             ),
         )
         scheduler = DecodeScheduler(model, workers=s.num_workers, max_pending_batch=s.max_pending)
@@ -102,7 +106,10 @@ async def _load_and_warm(app: web.Application) -> None:
         state.ready = True
         logger.info(
             "model %s ready on %s/%s (warm-up decode %.2f s)",
-            state.source.name, state.device, state.compute_type, time.monotonic() - started,
+            state.source.name,
+            state.device,
+            state.compute_type,
+            time.monotonic() - started,
         )
     except ModelUnavailableError as exc:
         state.load_error = str(exc)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 logger = logging.getLogger("stt_sidecar.http")
 
-REQUEST_ID = "request_id"  # key in the request mapping
+REQUEST_ID = web.RequestKey("request_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _TYPES = {

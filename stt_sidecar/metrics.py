@@ -13,31 +13,43 @@ class SidecarMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Counter(
-            "stt_http_requests", "Batch transcription requests by endpoint and status",
-            ["endpoint", "status"], registry=r,
+            "stt_http_requests",
+            "Batch transcription requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
         )
         self.batch_audio_seconds = Counter(
             "stt_batch_audio_seconds", "Seconds of audio transcribed by batch requests", registry=r
         )
         self.active_streams = Gauge("stt_active_streams", "Open streaming sessions", registry=r)
         self.rejected_streams = Counter(
-            "stt_rejected_streams", "Streams refused because STT_MAX_STREAMS was reached", registry=r
+            "stt_rejected_streams",
+            "Streams refused because STT_MAX_STREAMS was reached",
+            registry=r,
         )
         self.stream_audio_seconds = Counter(
             "stt_stream_audio_seconds", "Seconds of audio received over WebSocket", registry=r
         )
         self.decode_seconds = Histogram(
-            "stt_decode_seconds", "Model time per decode", ["kind"],
-            buckets=_DECODE_BUCKETS, registry=r,
+            "stt_decode_seconds",
+            "Model time per decode",
+            ["kind"],
+            buckets=_DECODE_BUCKETS,
+            registry=r,
         )
         self.final_latency = Histogram(
             "stt_final_latency_seconds",
             "From the VAD's end of speech (in stream time) to the final being sent",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.interims_dropped = Counter(
-            "stt_interims_dropped", "Interims superseded, skipped under load or not sent", registry=r
+            "stt_interims_dropped",
+            "Interims superseded, skipped under load or not sent",
+            registry=r,
         )
         self.finals_sent = Counter("stt_finals_sent", "Final transcripts sent", registry=r)
-        self.queue_depth = Gauge("stt_decode_queue_depth", "Decodes waiting for the model", registry=r)
+        self.queue_depth = Gauge(
+            "stt_decode_queue_depth", "Decodes waiting for the model", registry=r
+        )
         self.errors = Counter("stt_errors", "Errors sent to clients by code", ["code"], registry=r)

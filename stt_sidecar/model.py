@@ -37,7 +37,7 @@ def bundled_model_path() -> Path:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_repo_id(name)
+    return name.startswith((".", "/", "~")) or (os.sep in name and not _looks_like_repo_id(name))
 
 
 def _looks_like_repo_id(name: str) -> bool:

@@ -70,8 +70,14 @@ async def replay(
             and waits for `flushed`, then closes; "none" just disconnects.
     """
     channels = audio.shape[1]
-    cfg = {"type": "config", "sample_rate": sample_rate, "channels": channels,
-           "encoding": "pcm_s16le", "language": "en", "interim_results": True}
+    cfg = {
+        "type": "config",
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "encoding": "pcm_s16le",
+        "language": "en",
+        "interim_results": True,
+    }
     cfg.update(config or {})
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     own_session = session is None

@@ -8,9 +8,6 @@ import asyncio
 import io
 import json
 import struct
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +16,6 @@ import av
 import numpy as np
 import soundfile
 
-from .sidecar_process import SidecarProcess
 from .speech import clip
 
 
@@ -160,22 +156,3 @@ def assert_error_body(
     for leak in ("Traceback", ".py", "site-packages", "Exception", "Error:", "/work", "/tmp"):
         assert leak not in text, f"{leak!r} leaked into {text}"
     assert status >= 400
-
-
-def wait_ready_with_key(proc: SidecarProcess, api_key: str, timeout: float = 60.0) -> None:
-    """`SidecarProcess.wait_ready` for a server with STT_API_KEY (/ready needs the key)."""
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(
-        proc.url + "/ready", headers={"Authorization": f"Bearer {api_key}"}
-    )
-    while time.monotonic() < deadline:
-        if proc.proc is not None and proc.proc.poll() is not None:
-            raise RuntimeError(f"sidecar exited with {proc.proc.returncode}:\n{proc.log()}")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"sidecar not ready after {timeout} s:\n{proc.log()}")

@@ -75,11 +75,15 @@ class SidecarProcess:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
+        key = self.env.get("STT_API_KEY")
+        request = urllib.request.Request(
+            self.url + "/ready", headers={"Authorization": f"Bearer {key}"} if key else {}
+        )
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"sidecar exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.url + "/ready", timeout=2) as r:
+                with urllib.request.urlopen(request, timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):

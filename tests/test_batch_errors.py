@@ -17,7 +17,6 @@ from .batch_support import (
     form,
     patched_wav,
     raw_request,
-    wait_ready_with_key,
 )
 from .sidecar_process import SidecarProcess
 from .speech import clip, wer
@@ -37,8 +36,7 @@ def strict() -> Iterator[SidecarProcess]:
         STT_MAX_AUDIO_SECONDS="5",
         STT_READ_TIMEOUT_S="1",
         STT_MAX_PENDING="1",
-    ).start(wait=False)
-    wait_ready_with_key(proc, API_KEY)
+    ).start()
     yield proc
     proc.stop()
 
