@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import openai as openai_sdk
 import pytest
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, stt
@@ -98,13 +99,16 @@ async def test_recognize_unreachable_is_retryable_connection_error() -> None:
 
 async def test_openai_plugin_batch_against_sidecar(sidecar_url: str) -> None:
     """livekit-plugins-openai in batch mode talks to the sidecar's OpenAI-compatible API."""
-    engine = openai.STT(base_url=sidecar_url + "/v1", api_key="unused", model="whisper-1")
+    # our own SDK client: openai.STT.aclose() leaves the httpx client it creates open
+    client = openai_sdk.AsyncClient(api_key="unused", base_url=sidecar_url + "/v1", max_retries=0)
+    engine = openai.STT(client=client, model="whisper-1")
     assert not engine.capabilities.streaming
     ref = next(c for c in clips() if c.name == "librivox_0880.wav")
     pcm = clip_pcm(ref.name)
     ev = await engine.recognize([rtc.AudioFrame(pcm.tobytes(), 16000, 1, len(pcm))])
     assert wer(ref.text, ev.alternatives[0].text) <= 0.25, ev.alternatives[0].text
     await engine.aclose()
+    await client.close()
 
 
 def test_defaults_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import math
 import os
@@ -74,6 +75,8 @@ _ERROR_STATUS = {
 _CLOSE_TYPES = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 _FLUSH_MSG = json.dumps({"type": "flush"})
 _CLOSE_MSG = json.dumps({"type": "close"})
+_KEEPALIVE_MSG = json.dumps({"type": "keepalive"})
+_KEEPALIVE_S = 10.0
 
 
 @dataclass
@@ -263,7 +266,10 @@ class STT(stt.STT):
         duration = frame.samples_per_channel / frame.sample_rate if frame.sample_rate else 0.0
 
         form = aiohttp.FormData()
-        form.add_field("file", frame.to_wav_bytes(), filename="audio.wav", content_type="audio/wav")
+        # a file object, not bytes: aiohttp streams it instead of copying it on the loop
+        form.add_field(
+            "file", io.BytesIO(frame.to_wav_bytes()), filename="audio.wav", content_type="audio/wav"
+        )
         form.add_field("model", opts.model)
         form.add_field("response_format", "verbose_json")
         form.add_field("timestamp_granularities[]", "word")
@@ -661,10 +667,13 @@ class SpeechStream(stt.RecognizeStream):
                 await self._configure(ws, conn)
                 send = asyncio.create_task(self._send_loop(ws, conn), name="custom_stt.send")
                 recv = asyncio.create_task(self._recv_loop(ws, conn), name="custom_stt.recv")
+                keepalive = asyncio.create_task(
+                    self._keepalive_loop(ws), name="custom_stt.keepalive"
+                )
                 reconnect = asyncio.create_task(
                     self._reconnect_event.wait(), name="custom_stt.reconnect"
                 )
-                tasks = [send, recv, reconnect]
+                tasks = [send, recv, keepalive, reconnect]
                 pending: set[asyncio.Task[Any]] = set(tasks)
                 while True:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -830,6 +839,16 @@ class SpeechStream(stt.RecognizeStream):
             raise APIConnectionError(
                 f"sidecar connection lost while sending ({type(e).__name__})"
             ) from None
+
+    async def _keepalive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        # The sidecar closes a stream that sends nothing for STT_IDLE_TIMEOUT_S (default 30 s);
+        # a paused input (muted mic, end_input pending) is not a dead client.
+        try:
+            while True:
+                await asyncio.sleep(_KEEPALIVE_S)
+                await ws.send_str(_KEEPALIVE_MSG)
+        except (aiohttp.ClientError, ConnectionError):
+            return  # the receive side reports the broken connection
 
     def _quiet_trim(self, conn: _Connection) -> None:
         if not conn.open and not conn.flushes:
