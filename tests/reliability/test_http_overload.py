@@ -1,0 +1,106 @@
+"""Batch overload: bursts beyond `STT_MAX_PENDING` on a dedicated sidecar (limit 2).
+
+The excess is refused at once with 503 `overloaded` and `Retry-After`, every accepted request
+gets the right words, memory stays bounded, and no slot is lost to clients that give up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from ..batch_support import form
+from ..sidecar_process import SidecarProcess
+from ..speech import clip, clips, wer
+from .http_support import LEAK_LOG, Answer, assert_transcribes, fetch, rss_bytes
+
+MAX_PENDING = 2
+BURST = 16
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SidecarProcess]:
+    proc = SidecarProcess(STT_MAX_PENDING=str(MAX_PENDING), STT_MAX_UPLOAD_MB="4").start()
+    yield proc
+    proc.stop()
+
+
+async def sample_rss(proc: SidecarProcess, stop: asyncio.Event, peak: list[int]) -> None:
+    while not stop.is_set():
+        peak[0] = max(peak[0], rss_bytes(proc))
+        await asyncio.sleep(0.05)
+
+
+async def test_burst_beyond_max_pending(server: SidecarProcess) -> None:
+    speech = [c for c in clips() if c.name != "goforward.wav"]  # the longer sentences
+    baseline = rss_bytes(server)
+    peak, stop = [baseline], asyncio.Event()
+    sampler = asyncio.create_task(sample_rss(server, stop, peak))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def one(i: int) -> tuple[int, Answer]:
+            c = speech[i % len(speech)]
+            answer = await fetch(
+                http,
+                "POST",
+                server.url + "/v1/audio/transcriptions",
+                data=form(c.path.read_bytes()),
+                timeout=120,
+            )
+            return i, answer
+
+        results = await asyncio.gather(*(one(i) for i in range(BURST)))
+    stop.set()
+    await sampler
+    accepted = [(i, a) for i, a in results if a.status == 200]
+    refused = [a for _, a in results if a.status != 200]
+    assert len(accepted) >= MAX_PENDING, [a.text for a in refused]
+    assert len(refused) >= BURST // 2, "a burst of 16 at once should mostly be refused"
+    for answer in refused:
+        assert answer.status == 503, answer.text
+        assert json.loads(answer.text)["error"]["code"] == "overloaded"
+        assert int(answer.headers["Retry-After"]) >= 1
+    for i, answer in accepted:
+        c = speech[i % len(speech)]
+        assert wer(c.text, json.loads(answer.text)["text"]) <= 0.35, (c.name, answer.text)
+    # decoded PCM of two 11 s clips is ~1.4 MB: the burst must not grow the process much
+    assert peak[0] - baseline < 150 * 1024 * 1024, (baseline, peak[0])
+
+
+async def test_clients_that_give_up_release_their_slots(server: SidecarProcess) -> None:
+    """Requests cancelled mid-upload or mid-decode free their slot: afterwards MAX_PENDING
+    concurrent requests are all accepted."""
+    jfk = clip("jfk.wav").path.read_bytes()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def doomed() -> None:
+            async with http.post(server.url + "/transcribe", data=form(jfk)) as r:
+                await r.read()
+
+        tasks = [asyncio.create_task(doomed()) for _ in range(6)]
+        await asyncio.sleep(0.15)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(2.0)  # let decodes of the abandoned requests drain
+    async with aiohttp.ClientSession() as http:
+        answers = await asyncio.gather(
+            *(
+                fetch(http, "POST", server.url + "/transcribe", data=form(jfk), timeout=60)
+                for _ in range(MAX_PENDING)
+            )
+        )
+    assert [a.status for a in answers] == [200] * MAX_PENDING, [a.text for a in answers]
+
+
+async def test_still_correct_afterwards(server: SidecarProcess) -> None:
+    for _ in range(3):  # sequential requests never see a stale "overloaded"
+        await assert_transcribes(server)
+
+
+def test_leak_scan() -> None:
+    assert LEAK_LOG.scan() == []
