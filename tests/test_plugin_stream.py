@@ -234,3 +234,43 @@ async def test_unreachable_gives_up_after_explicit_retries() -> None:
     assert time.monotonic() - started < 3.0  # explicit options honoured, not the long default
     await stream.aclose()
     await engine.aclose()
+
+
+async def test_overloaded_is_retryable_and_recovers() -> None:
+    """STT_MAX_STREAMS=1: a second stream gets 1013 + `overloaded` (retryable); with retries it
+    gets in once the first stream closes, and transcribes."""
+    proc = SidecarProcess(STT_MAX_STREAMS="1").start()
+    engine = custom_stt.STT(base_url=proc.url)
+    try:
+        holder = engine.stream()
+        holder_out = Collected()
+        holder_reader = asyncio.create_task(collect(holder, holder_out))
+        holder.push_frame(frames_10ms(upsample_48k(build_script([], lead_s=0.2).pcm))[0])
+        await asyncio.sleep(0.5)  # let it connect and take the only slot
+
+        rejected = engine.stream(conn_options=APIConnectOptions(max_retry=0, timeout=5))
+        with pytest.raises(APIStatusError) as exc:
+            async with asyncio.timeout(10):
+                async for _ in rejected:
+                    pass
+        assert exc.value.retryable and exc.value.status_code == 503
+        assert "overloaded" in exc.value.message
+        await rejected.aclose()
+
+        script = build_script(["goforward.wav"], gap_s=1.0)
+        waiting = engine.stream()  # the plugin's default retry window
+        out = Collected()
+        reader = asyncio.create_task(collect(waiting, out))
+        async with asyncio.timeout(30):
+            await asyncio.sleep(1.0)  # it is being turned away and retrying meanwhile
+            holder.end_input()
+            await holder_reader
+            await feed(waiting, frames_10ms(upsample_48k(script.pcm)), speed=4.0)
+            waiting.end_input()
+            await reader
+        await waiting.aclose()
+        await holder.aclose()
+        assert wer(clip("goforward.wav").text, " ".join(out.final_texts)) <= 0.25
+    finally:
+        await engine.aclose()
+        proc.stop()
