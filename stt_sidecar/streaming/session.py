@@ -132,8 +132,11 @@ class StreamSession:
         self._input_done = False
         self._backlog_shrunk = asyncio.Event()
         self._send_started: float | None = None
-        self._sender = asyncio.create_task(self._send_loop(), name=f"stream-{session_id}-send")
-        self._interims = asyncio.create_task(
+        # None once `aclose` has stopped them
+        self._sender: asyncio.Task[None] | None = asyncio.create_task(
+            self._send_loop(), name=f"stream-{session_id}-send"
+        )
+        self._interims: asyncio.Task[None] | None = asyncio.create_task(
             self._interim_loop(), name=f"stream-{session_id}-interims"
         )
         self._speculations: set[asyncio.Task[Any]] = set()
@@ -289,11 +292,16 @@ class StreamSession:
             self._push(closing_message)
         self._ordered.append(_END)
         self._wake_sender.set()
-        await asyncio.shield(self._sender)
+        if self._sender is not None:
+            await asyncio.shield(self._sender)
+        # Everything is sent. The interim loop would otherwise wait forever for audio that will
+        # not come: a pending task (and the whole session) leaked per closed stream.
+        await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop at once (client gone): cancel every task this session started."""
-        tasks = [self._sender, self._interims, *self._speculations]
+        """Stop at once (client gone): cancel every task this session started. Idempotent."""
+        tasks = [t for t in (self._sender, self._interims) if t is not None]
+        tasks.extend(self._speculations)
         for item in self._ordered:
             if isinstance(item, PendingFinal):
                 tasks.append(item.decode)
@@ -301,6 +309,13 @@ class StreamSession:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._ordered.clear()
+        # A cancelled task keeps its CancelledError, whose traceback holds the task's frames and
+        # through them this session: a cycle only the cyclic GC frees, so every closed stream's
+        # audio buffer (1.4 MB) stayed allocated until it ran (RSS +400 MB after 2,000 aborted
+        # streams). Dropping our references to the finished tasks lets refcounting free it now.
+        self._sender = self._interims = None
+        self._speculations.clear()
+        self._utterance = None
 
     # -- output ----------------------------------------------------------------------------
     def _push(self, item: dict[str, Any] | PendingFinal) -> None:
