@@ -274,3 +274,25 @@ async def test_overloaded_is_retryable_and_recovers() -> None:
     finally:
         await engine.aclose()
         proc.stop()
+
+
+async def test_update_options_mid_utterance_reconnects_losslessly(engine: custom_stt.STT) -> None:
+    """A real option change reconnects the live stream and replays the unfinalized audio: the
+    sentence being spoken still comes out once and whole. A no-op change does not reconnect."""
+    script = build_script(["librivox_0870.wav"], gap_s=1.2)
+    frames = frames_10ms(upsample_48k(script.pcm))
+    stream = engine.stream()
+    out = Collected()
+    reader = asyncio.create_task(collect(stream, out))
+    async with asyncio.timeout(60):
+        n = await feed(stream, frames, speed=3.0, until=3.0)
+        engine.update_options(language="en")  # unchanged
+        assert not stream._reconnect_event.is_set()
+        engine.update_options(interim_results=False)
+        assert stream._opts.interim_results is False
+        await feed(stream, frames[n:], speed=3.0)
+        stream.end_input()
+        await reader
+    await stream.aclose()
+    assert len(out.finals) == 1, out.final_texts
+    assert wer(clip("librivox_0870.wav").text, out.final_texts[0]) <= 0.15, out.final_texts
