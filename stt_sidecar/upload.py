@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import ApiError
 
@@ -84,7 +85,10 @@ class _BodyBudget:
             ) from None
         except web.RequestPayloadError:  # bad chunk framing or Content-Encoding
             raise ApiError(400, "The request body could not be read.", "invalid_request") from None
-        except ValueError:  # aiohttp's multipart reader: missing boundary, early end
+        except (ValueError, HttpProcessingError):
+            # aiohttp's multipart reader: missing boundary or early end (ValueError), and part
+            # headers its HTTP parser rejects (InvalidHeader, LineTooLong: NUL or control
+            # characters, a line over its limit). All the client's doing, so 400, not 503.
             raise ApiError(400, "The multipart form is malformed.", "invalid_request") from None
         # total_bytes counts bytes received (after de-chunking and decompression), so multipart
         # framing counts too

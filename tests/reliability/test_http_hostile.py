@@ -223,6 +223,30 @@ async def test_non_utf8_field_name_is_ignored(server: SidecarProcess) -> None:
     assert wer(SHORT.text, text_of(answer)) <= 0.3
 
 
+@pytest.mark.parametrize(
+    "part_head",
+    [
+        b'Content-Disposition: form-data; name="fi\x00le"',  # NUL in a part header
+        b'Content-Disposition: form-data; name="a"\r\nBad Header: x',  # space in a name
+        b'Content-Disposition: form-data; name="a"\r\nX: \x7f\x00',
+        b"X-" + b"h" * 70_000 + b": long",  # one part-header line longer than aiohttp takes
+    ],
+    ids=["nul_in_name", "space_in_header_name", "control_chars", "huge_header_line"],
+)
+async def test_invalid_part_headers_are_400(server: SidecarProcess, part_head: bytes) -> None:
+    """aiohttp's multipart reader raises its own HTTP parser errors (InvalidHeader,
+    LineTooLong) on bad part headers; they are the client's fault: 400, not 503. Found by the
+    fuzzer (seed 1126, request 73)."""
+    body = (
+        b"--abc\r\n" + part_head + b"\r\n\r\nx\r\n"
+        b'--abc\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        + SHORT.path.read_bytes()
+        + b"\r\n--abc--\r\n"
+    )
+    answer = await post(server, body, headers={"Content-Type": "multipart/form-data; boundary=abc"})
+    error_of(answer, 400, "invalid_request")
+
+
 async def test_huge_prompt(server: SidecarProcess) -> None:
     """1 MB of prompt is refused (400 naming it) without being kept; 60 KB (under the field
     cap) is accepted and does not change what is heard: whisper keeps only the prompt's last
