@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from livekit.agents import APIConnectOptions, APIStatusError, stt
+from livekit.agents.metrics import STTMetrics
 from livekit.plugins import custom_stt
 
 from .sidecar_process import SidecarProcess, free_port
@@ -53,6 +54,8 @@ async def test_stream_events_order_words_and_times(engine: custom_stt.STT) -> No
     frames = frames_10ms(upsample_48k(script.pcm))
     assert frames[0].sample_rate == 48000 and frames[0].samples_per_channel == 480
 
+    metrics: list[STTMetrics] = []
+    engine.on("metrics_collected", metrics.append)
     stream = engine.stream()
     stream.start_time_offset = 100.0  # as AgentSession does: times are on its timeline
     out = Collected()
@@ -83,6 +86,12 @@ async def test_stream_events_order_words_and_times(engine: custom_stt.STT) -> No
     )
     # every sample is billed once: the usage adds up to the audio streamed
     assert usage == pytest.approx(len(script.pcm) / 16000, abs=0.06)
+    # the framework turns them into STTMetrics, plus one zero-usage connection report
+    streamed = [m for m in metrics if m.streamed]
+    assert sum(m.audio_duration for m in streamed) == pytest.approx(usage)
+    assert any(m.acquire_time > 0 for m in streamed)
+    assert all(m.metadata and m.metadata.model_provider == engine.provider for m in streamed)
+    assert all(m.metadata and m.metadata.model_name == "whisper-1" for m in streamed)
 
 
 async def test_flush_mid_utterance_gives_final(engine: custom_stt.STT) -> None:

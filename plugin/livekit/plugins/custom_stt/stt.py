@@ -52,6 +52,9 @@ DEFAULT_MAX_REPLAY_S = 30.0
 # With no utterance open, audio older than this cannot hold speech the server has not reported
 # (its VAD answers within a second), so it is dropped from the replay buffer without a warning.
 _QUIET_KEEP_S = 10.0
+# The sidecar reports an utterance's start at the VAD onset but decodes from ~0.4 s before it
+# (Silero fires late); a trim never cuts into that pre-roll of a reported next utterance.
+_PRE_ROLL_S = 0.5
 
 DEFAULT_CONN_OPTIONS = APIConnectOptions(max_retry=12, retry_interval=1.0, timeout=10.0)
 """The framework's default retries for about 4 s in all (0.1 s, then 2 s, three tries), less than
@@ -537,6 +540,7 @@ class _Connection:
     """Per-connection state: the sidecar's times are relative to the connection's first sample."""
 
     base: int  # stream sample index of this connection's time 0
+    live_from: int = 0  # stream sample where live audio starts (after the replay)
     session_id: str = ""
     # utterance id -> whether its final has arrived; removed at speech_ended
     open: dict[int, bool] = field(default_factory=dict)
@@ -661,7 +665,7 @@ class SpeechStream(stt.RecognizeStream):
         while True:
             self._reconnect_event.clear()
             ws = await self._connect_ws()
-            conn = _Connection(base=self._replay.base)
+            conn = _Connection(base=self._replay.base, live_from=self._replay.end)
             tasks: list[asyncio.Task[Any]] = []
             try:
                 await self._configure(ws, conn)
@@ -851,8 +855,11 @@ class SpeechStream(stt.RecognizeStream):
             return  # the receive side reports the broken connection
 
     def _quiet_trim(self, conn: _Connection) -> None:
-        if not conn.open and not conn.flushes:
-            self._replay.trim(self._replay.end - int(_QUIET_KEEP_S * SAMPLE_RATE))
+        keep = int(_QUIET_KEEP_S * SAMPLE_RATE)
+        # Only once this connection has had live audio for a while: right after a replay the
+        # sidecar has not yet reported on the replayed audio, silence or not.
+        if not conn.open and not conn.flushes and self._replay.end - conn.live_from > keep:
+            self._replay.trim(self._replay.end - keep)
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -923,9 +930,11 @@ class SpeechStream(stt.RecognizeStream):
             logger.debug("ignoring sidecar message %s", kind)
 
     def _trim_after(self, conn: _Connection, uid: int, end_sample: int) -> None:
-        # never past the start of a later utterance the sidecar already reported
+        # never into the (pre-rolled) start of a later utterance the sidecar already reported
         nxt = conn.next_start(uid)
-        self._replay.trim(end_sample if nxt is None else min(end_sample, nxt))
+        if nxt is not None:
+            end_sample = min(end_sample, nxt - int(_PRE_ROLL_S * SAMPLE_RATE))
+        self._replay.trim(end_sample)
 
     def _on_final(self, data: dict[str, Any], conn: _Connection) -> None:
         uid = int(data.get("utterance_id", -1))
