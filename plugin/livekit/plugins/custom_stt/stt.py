@@ -663,11 +663,13 @@ class SpeechStream(stt.RecognizeStream):
     async def _run(self) -> None:
         self._restore_timeline()
         while True:
-            self._reconnect_event.clear()
             ws = await self._connect_ws()
             conn = _Connection(base=self._replay.base, live_from=self._replay.end)
             tasks: list[asyncio.Task[Any]] = []
             try:
+                # cleared here, not before connecting: the config sent next already carries
+                # any option changed while the connection was being made
+                self._reconnect_event.clear()
                 await self._configure(ws, conn)
                 send = asyncio.create_task(self._send_loop(ws, conn), name="custom_stt.send")
                 recv = asyncio.create_task(self._recv_loop(ws, conn), name="custom_stt.recv")
@@ -681,8 +683,11 @@ class SpeechStream(stt.RecognizeStream):
                 pending: set[asyncio.Task[Any]] = set(tasks)
                 while True:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()  # re-raises the send/recv failure
+                    # the receive side first: its error (the server's own code) is more precise
+                    # than a failed send on the same dying connection
+                    for task in (recv, send, keepalive):
+                        if task in done:
+                            task.result()
                     if recv in done:
                         return  # "closed" received: every final is out
                     if reconnect in done:
