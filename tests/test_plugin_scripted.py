@@ -213,3 +213,34 @@ async def test_replay_buffer_bounds() -> None:
     buf.trim(900)  # past the marker: that flush's audio is finalized
     assert marker not in buf.snapshot()
     assert sum(e.samples for e in buf.snapshot()) == buf.end - buf.base == 300
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retryable"),
+    [
+        ("invalid_config", 400, False),
+        ("protocol_error", 400, False),
+        ("frame_too_large", 413, False),
+        ("overloaded", 503, True),
+        ("idle_timeout", 408, True),
+        ("slow_consumer", 503, True),
+        ("internal", 500, True),
+        ("something_new", 500, True),
+    ],
+)
+def test_server_error_codes_map_to_retryability(code: str, status: int, retryable: bool) -> None:
+    from livekit.plugins.custom_stt.stt import _server_error
+
+    err = _server_error({"type": "error", "code": code, "message": "why"})
+    assert (err.status_code, err.retryable) == (status, retryable)
+    assert "why" in err.message and code in err.message
+
+
+def test_close_codes_map_to_retryability() -> None:
+    from livekit.plugins.custom_stt.stt import _close_error
+
+    assert _close_error(1013).retryable  # try again later
+    assert _close_error(1001).retryable  # sidecar going away (restart)
+    assert _close_error(1006).retryable  # connection dropped
+    assert _close_error(None).retryable
+    assert not _close_error(1008).retryable  # policy violation: would fail again
