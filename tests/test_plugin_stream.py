@@ -305,3 +305,21 @@ async def test_update_options_mid_utterance_reconnects_losslessly(engine: custom
     await stream.aclose()
     assert len(out.finals) == 1, out.final_texts
     assert wer(clip("librivox_0870.wav").text, out.final_texts[0]) <= 0.15, out.final_texts
+
+
+async def test_stt_aclose_closes_live_streams_and_their_tasks(engine: custom_stt.STT) -> None:
+    stream = engine.stream()
+    out = Collected()
+    reader = asyncio.create_task(collect(stream, out))
+    frames = frames_10ms(upsample_48k(build_script(["goforward.wav"]).pcm))
+    await feed(stream, frames, speed=4.0, until=1.5)  # mid-utterance, connection open
+    mine = [t for t in asyncio.all_tasks() if t.get_name().startswith("custom_stt.")]
+    assert mine, "expected the stream's send/recv tasks to be running"
+
+    await engine.aclose()
+    async with asyncio.timeout(5):
+        await reader  # the iterator ends
+    assert all(t.done() for t in mine)
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("custom_stt.")]
+    with pytest.raises(RuntimeError):
+        stream.push_frame(frames[0])
