@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from livekit import rtc
@@ -22,6 +23,7 @@ from stt_sidecar.replay import assign_finals, load_pcm16, replay
 
 from ..sidecar_process import SidecarProcess, free_port
 from ..speech import DATA, clip, conversation, read_pcm16, wer
+from ..streaming_helpers import open_stream
 from ..test_agent_support import RecordingParticipant, speech
 from ..test_plugin_support import Collected, collect, feed, frames_10ms, upsample_48k
 from .test_ws_support import RawClient, open_fds, ready, rss_mb, wait_streams_gone
@@ -298,3 +300,73 @@ async def test_sidecar_away_for_ten_seconds_worker_keeps_the_participant(
     assert len(texts) == len(refs), texts
     for name, text in zip(refs, texts, strict=True):
         assert wer(clip(name).text, text) <= 0.25, (name, text)
+
+
+# -- SIGTERM with every kind of stream at once ------------------------------------------------
+
+
+async def _clog(client: RawClient, seconds: float) -> int:
+    """Ping without ever reading the pongs until the server stops reading us (its writes to
+    us are stuck); returns how many pings went out."""
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            async with asyncio.timeout(0.5):
+                await client.ping(b"x" * 125)
+        except TimeoutError:
+            return sent  # our socket is full: the server is no longer reading
+        sent += 1
+    return sent
+
+
+async def test_sigterm_with_a_stuck_client_still_delivers_and_exits_in_grace() -> None:
+    """SIGTERM while one client is mid-sentence, one has just stopped talking (its final is
+    being decoded), and one has stopped reading altogether (the server's writes to it are
+    stuck). The first two get their finals and close 1001; the stuck one cannot delay the
+    exit past the grace period; exit code 0. (tests/test_streaming_shutdown.py covers two
+    well-behaved clients.)"""
+    grace = 6.0
+    sidecar = SidecarProcess(STT_SHUTDOWN_GRACE_S=str(grace), STT_IDLE_TIMEOUT_S="30").start()
+    try:
+        sentence, rate = load_pcm16(clip("librivox_0870.wav").path)
+        short, _ = load_pcm16(clip("goforward.wav").path)
+        stuck = await RawClient.open(sidecar, recv_buffer=4096)
+        await stuck.send_text(json.dumps({"type": "config", "sample_rate": 16000}))
+        pings = await _clog(stuck, 20.0)
+        async with aiohttp.ClientSession() as http:
+            mid = await open_stream(http, sidecar.ws_url)
+            done = await open_stream(http, sidecar.ws_url)
+            # "go forward ten meters" whole, then 0.2 s of silence: under the 0.45 s endpoint
+            tail = np.concatenate([short, np.zeros((3200, 1), np.int16)])
+            for i in range(0, len(tail), 8000):
+                await done.send_bytes(tail[i : i + 8000].tobytes())
+            # 4 s of "and mister john dashwood had then leisure to consider..." in real time
+            for i in range(0, 4 * rate, 320):
+                await mid.send_bytes(sentence[i : i + 320].tobytes())
+                await asyncio.sleep(0.02)
+            started = time.monotonic()
+            sidecar.proc.terminate()  # SIGTERM
+
+            async def read_to_end(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
+                messages = []
+                async with asyncio.timeout(grace + 5):
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.TEXT:
+                            messages.append(json.loads(msg.data))
+                return messages
+
+            results = await asyncio.gather(read_to_end(mid), read_to_end(done))
+            closes = [mid.close_code, done.close_code]
+        code = await asyncio.to_thread(sidecar.proc.wait, grace + 10)
+        elapsed = time.monotonic() - started
+        stuck.abort()
+        print(f"{pings} pings clogged the stuck client; exit {code} after {elapsed:.1f} s")
+        for messages, word in zip(results, ("dashwood", "forward"), strict=True):
+            finals = [m for m in messages if m["type"] == "final"]
+            assert finals and word in " ".join(f["text"] for f in finals).lower(), messages
+        assert closes == [1001, 1001], (closes, sidecar.log()[-3000:])
+        assert code == 0, sidecar.log()
+        assert elapsed < grace + 1.5, f"exit took {elapsed:.1f} s with a {grace:g} s grace"
+    finally:
+        sidecar.stop()

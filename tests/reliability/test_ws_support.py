@@ -109,11 +109,15 @@ class RawClient(RawWebSocket):
         return Frame(head[0] & 0x0F, payload)
 
     async def read_messages(self, until: str | None = None, timeout: float = 10.0) -> list[Frame]:
-        """Frames until a text message of type `until`, a close frame, or EOF (bounded)."""
+        """Frames until a text message of type `until`, a close frame, EOF or `timeout` (the
+        caller tells which from the last frame)."""
         frames: list[Frame] = []
         deadline = time.monotonic() + timeout
         while True:
-            frame = await self.read_frame(max(0.01, deadline - time.monotonic()))
+            try:
+                frame = await self.read_frame(max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                return frames
             if frame is None:
                 return frames
             frames.append(frame)
