@@ -143,7 +143,9 @@ async def _read_multipart(request: web.Request, budget: _BodyBudget) -> Upload:
         raw = await _read_part(part, budget, MAX_TEXT_FIELD_BYTES)
         try:
             value = raw.decode(part.get_charset("utf-8"))
-        except (UnicodeDecodeError, LookupError):
+        # UnicodeError, not just UnicodeDecodeError: the charset is the client's choice of
+        # codec, and some (`undefined`, `idna`) raise the base class
+        except (UnicodeError, LookupError):
             raise ApiError(
                 400,
                 f"Form field {name!r} is not valid UTF-8 text.",

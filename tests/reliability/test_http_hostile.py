@@ -247,6 +247,23 @@ async def test_invalid_part_headers_are_400(server: SidecarProcess, part_head: b
     error_of(answer, 400, "invalid_request")
 
 
+@pytest.mark.parametrize("charset", ["undefined", "idna", "utf-16", "no-such-codec", "rot13"])
+async def test_odd_part_charsets_are_400(server: SidecarProcess, charset: str) -> None:
+    """A text part's declared charset is looked up by Python's codec registry: names that
+    exist but cannot decode these bytes (`undefined` always raises UnicodeError, `idna` on a
+    label over 63 characters) are the client's fault too."""
+    body = (
+        b'--abc\r\nContent-Disposition: form-data; name="language"\r\n'
+        + f"Content-Type: text/plain; charset={charset}\r\n\r\n".encode()
+        + b"e" * 70
+        + b'\r\n--abc\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        + SHORT.path.read_bytes()
+        + b"\r\n--abc--\r\n"
+    )
+    answer = await post(server, body, headers={"Content-Type": "multipart/form-data; boundary=abc"})
+    assert error_of(answer, 400, "invalid_parameter")["param"] == "language"
+
+
 async def test_huge_prompt(server: SidecarProcess) -> None:
     """1 MB of prompt is refused (400 naming it) without being kept; 60 KB (under the field
     cap) is accepted and does not change what is heard: whisper keeps only the prompt's last
