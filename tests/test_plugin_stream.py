@@ -323,3 +323,35 @@ async def test_stt_aclose_closes_live_streams_and_their_tasks(engine: custom_stt
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("custom_stt.")]
     with pytest.raises(RuntimeError):
         stream.push_frame(frames[0])
+
+
+async def test_sigterm_restart_mid_utterance_loses_and_repeats_nothing(
+    keyed_sidecar: SidecarProcess,
+) -> None:
+    """A graceful restart (SIGTERM): the sidecar finalizes the words so far and closes 1001;
+    the stream reconnects and replays only what follows that final, so the sentence comes out
+    as two finals with every word exactly once."""
+    if keyed_sidecar.proc is None or keyed_sidecar.proc.poll() is not None:
+        await asyncio.to_thread(start_keyed, keyed_sidecar, KEY)
+    engine = custom_stt.STT(base_url=keyed_sidecar.url, api_key=KEY)
+    script = build_script(["librivox_0870.wav"], gap_s=1.5)
+    frames = frames_10ms(upsample_48k(script.pcm))
+    stream = engine.stream()
+    out = Collected()
+    reader = asyncio.create_task(collect(stream, out))
+    async with asyncio.timeout(90):
+        n = await feed(stream, frames, speed=1.5, until=4.0)
+        await asyncio.to_thread(keyed_sidecar.terminate)
+        restart = asyncio.create_task(asyncio.to_thread(start_keyed, keyed_sidecar, KEY))
+        await feed(stream, frames[n:], speed=1.5)
+        await restart
+        stream.end_input()
+        await reader
+    await stream.aclose()
+    await engine.aclose()
+
+    assert 1 <= len(out.finals) <= 2, out.final_texts
+    joined = " ".join(out.final_texts)
+    assert wer(clip("librivox_0870.wav").text, joined) <= 0.15, out.final_texts
+    data = out.finals[0].alternatives[0]
+    assert abs(data.start_time - script.spans[0][0]) < 0.7

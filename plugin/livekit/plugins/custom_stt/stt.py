@@ -1028,6 +1028,11 @@ def _close_error(close_code: int | None) -> APIStatusError:
             status_code=code,
             retryable=False,
         )
-    if code == 1013:
-        return APIStatusError("the sidecar is at capacity (1013)", status_code=code)
-    return APIStatusError(f"the sidecar closed the stream unexpectedly ({code})", status_code=code)
+    reasons = {
+        1001: "the sidecar is shutting down",
+        1006: "the connection to the sidecar dropped",
+        1011: "the sidecar failed",
+        1013: "the sidecar is at capacity",
+    }
+    reason = reasons.get(code, "the sidecar closed the stream unexpectedly")
+    return APIStatusError(f"{reason} ({code})", status_code=code)
