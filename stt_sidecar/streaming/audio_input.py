@@ -29,6 +29,10 @@ class PcmTo16k:
 
     def convert(self, pcm: bytes) -> np.ndarray:
         samples = np.frombuffer(pcm, dtype="<i2")
+        if samples.size == 0:
+            # an empty binary frame is valid (zero whole samples), but libswresample fails on
+            # an empty input frame and the stream died with `internal`
+            return np.zeros(0, dtype=np.float32)
         if self._passthrough:
             return samples.astype(np.float32) / 32768.0
         frame = av.AudioFrame.from_ndarray(

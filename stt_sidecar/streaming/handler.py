@@ -100,6 +100,10 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
             else WSCloseCode.POLICY_VIOLATION
         )
         await _fail(conn, state, violation.code, violation.message, close_code)
+    except ConnectionError:
+        # The client vanished while we wrote to it (e.g. aiohttp answering its ping inside
+        # `receive`): the same as a disconnect, not a server failure to log with a traceback.
+        logger.info("stream ended by client (connection lost)")
     except Exception:
         logger.exception("stream failed")
         await _fail(
