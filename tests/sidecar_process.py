@@ -62,6 +62,8 @@ class SidecarProcess:
         return f"ws://127.0.0.1:{self.port}/v1/stream"
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> SidecarProcess:
+        if self._log.closed:  # restarted after stop(): keep one log across runs
+            self._log = open(self._log.name, "ab")  # closed again in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stt_sidecar"],
             env=self.env,
@@ -115,3 +117,4 @@ class SidecarProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._log.close()

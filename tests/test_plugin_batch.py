@@ -13,7 +13,7 @@ from livekit.plugins import custom_stt, openai
 
 from .sidecar_process import SidecarProcess, free_port
 from .speech import clips, wer
-from .test_plugin_support import clip_pcm, frames_10ms, start_keyed, upsample_48k
+from .test_plugin_support import clip_pcm, frames_10ms, upsample_48k
 
 NO_RETRY = APIConnectOptions(max_retry=0, timeout=5.0)
 
@@ -63,7 +63,7 @@ async def test_recognize_48k_stereo_frames(custom: custom_stt.STT) -> None:
 
 async def test_recognize_wrong_key_is_final(sidecar_url: str) -> None:
     """A 401 is a non-retryable APIStatusError carrying the server's message, fast."""
-    keyed = start_keyed(SidecarProcess(STT_API_KEY="right-key"), "right-key")
+    keyed = SidecarProcess(STT_API_KEY="right-key").start()
     try:
         engine = custom_stt.STT(base_url=keyed.url, api_key="wrong-key")
         pcm = clip_pcm("goforward.wav")

@@ -20,7 +20,6 @@ from .test_plugin_support import (
     collect,
     feed,
     frames_10ms,
-    start_keyed,
     upsample_48k,
 )
 
@@ -37,7 +36,7 @@ async def engine(sidecar: SidecarProcess) -> AsyncIterator[custom_stt.STT]:
 @pytest.fixture(scope="module")
 def keyed_sidecar() -> Iterator[SidecarProcess]:
     """A sidecar of our own (with an API key) that the tests may kill and restart."""
-    proc = start_keyed(SidecarProcess(STT_API_KEY=KEY, STT_IDLE_TIMEOUT_S="30"), KEY)
+    proc = SidecarProcess(STT_API_KEY=KEY, STT_IDLE_TIMEOUT_S="30").start()
     yield proc
     proc.stop()
 
@@ -188,7 +187,7 @@ async def test_kill_mid_utterance_and_restart_is_lossless(keyed_sidecar: Sidecar
         n = await feed(stream, frames, speed=1.5, until=3.5)
         assert not out.finals
         keyed_sidecar.kill()
-        restart = asyncio.create_task(asyncio.to_thread(start_keyed, keyed_sidecar, KEY))
+        restart = asyncio.create_task(asyncio.to_thread(keyed_sidecar.start))
         await feed(stream, frames[n:], speed=1.5)
         await restart
         stream.end_input()
@@ -221,7 +220,7 @@ async def test_sidecar_down_at_start_then_up(keyed_sidecar: SidecarProcess) -> N
         feeding = asyncio.create_task(feed(stream, frames_10ms(upsample_48k(script.pcm)), speed=2))
         await asyncio.sleep(1.5)
         assert errors and all(e.recoverable for e in errors)  # retrying
-        await asyncio.to_thread(start_keyed, keyed_sidecar, KEY)
+        await asyncio.to_thread(keyed_sidecar.start)
         await feeding
         stream.end_input()
         await reader
@@ -332,7 +331,7 @@ async def test_sigterm_restart_mid_utterance_loses_and_repeats_nothing(
     the stream reconnects and replays only what follows that final, so the sentence comes out
     as two finals with every word exactly once."""
     if keyed_sidecar.proc is None or keyed_sidecar.proc.poll() is not None:
-        await asyncio.to_thread(start_keyed, keyed_sidecar, KEY)
+        await asyncio.to_thread(keyed_sidecar.start)
     engine = custom_stt.STT(base_url=keyed_sidecar.url, api_key=KEY)
     script = build_script(["librivox_0870.wav"], gap_s=1.5)
     frames = frames_10ms(upsample_48k(script.pcm))
@@ -342,7 +341,7 @@ async def test_sigterm_restart_mid_utterance_loses_and_repeats_nothing(
     async with asyncio.timeout(90):
         n = await feed(stream, frames, speed=1.5, until=4.0)
         await asyncio.to_thread(keyed_sidecar.terminate)
-        restart = asyncio.create_task(asyncio.to_thread(start_keyed, keyed_sidecar, KEY))
+        restart = asyncio.create_task(asyncio.to_thread(keyed_sidecar.start))
         await feed(stream, frames[n:], speed=1.5)
         await restart
         stream.end_input()

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,7 +15,6 @@ from livekit import rtc
 from livekit.agents import stt
 from livekit.agents.utils.audio import AudioByteStream
 
-from .sidecar_process import SidecarProcess
 from .speech import DATA, clip, read_pcm16
 
 RATE_IN = 16000
@@ -151,27 +148,3 @@ def check_utterance_order(types: list[stt.SpeechEventType]) -> int:
         i += 1
         utterances += 1
     return utterances
-
-
-def start_keyed(proc: SidecarProcess, key: str, timeout: float = 60.0) -> SidecarProcess:
-    """Start a sidecar that has an API key and wait for `/ready` with that key.
-
-    `SidecarProcess.wait_ready` polls `/ready` without credentials, which a keyed sidecar
-    answers with 401 (only `/health` is open), so it would wait forever.
-    """
-    proc.start(wait=False)
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(
-        proc.url + "/ready", headers={"Authorization": f"Bearer {key}"}
-    )
-    while time.monotonic() < deadline:
-        if proc.proc is not None and proc.proc.poll() is not None:
-            raise RuntimeError(f"sidecar exited:\n{proc.log()}")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"sidecar not ready:\n{proc.log()}")
