@@ -15,6 +15,7 @@ import io
 import json
 import struct
 import time
+import zlib
 from collections.abc import Iterator
 
 import aiohttp
@@ -420,6 +421,36 @@ async def test_bodies_that_lie_about_their_length(server: SidecarProcess) -> Non
     )
     record(response, "content-length and chunked")
     assert response.status == 400, response.body
+
+
+def gzip_bomb(mebibytes: int) -> bytes:
+    """`mebibytes` MiB of zeros, gzip-compressed (about 1,000:1)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [compressor.compress(bytes(1 << 20)) for _ in range(mebibytes)]
+    return b"".join([*out, compressor.flush()])
+
+
+async def test_gzip_bomb_is_413_with_bounded_memory(server: SidecarProcess) -> None:
+    """`Content-Encoding: gzip` with 256 MiB of zeros in ~250 KB: the size limit counts bytes after
+    decompression, so the server stops at 4 MiB of it, answers 413 and never holds the 256 MiB."""
+    bomb = gzip_bomb(256)
+    assert len(bomb) < MAX_UPLOAD_MB * 1024 * 1024  # the declared length passes the check
+    before = rss_bytes(server)
+    headers = {"Content-Type": "audio/wav", "Content-Encoding": "gzip"}
+    for body in (bomb, bomb[:20_000]):  # whole, and a prefix that is itself under 4 MiB
+        started = time.monotonic()
+        error_of(await post(server, body, headers=headers), 413, "too_large")
+        assert time.monotonic() - started < 5
+    multipart_bomb = (
+        b'--abc\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        + bytes(8 << 20)
+        + b"\r\n--abc--\r\n"
+    )
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    compressed = compressor.compress(multipart_bomb) + compressor.flush()
+    headers = {"Content-Type": "multipart/form-data; boundary=abc", "Content-Encoding": "gzip"}
+    error_of(await post(server, compressed, headers=headers), 413, "too_large")
+    assert rss_bytes(server) - before < 80 * 1024 * 1024
 
 
 # -- afterwards ----------------------------------------------------------------------------
