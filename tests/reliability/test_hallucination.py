@@ -8,6 +8,7 @@ The assertion on non-speech is "no words at all"; on the speech parts it is the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from functools import cache
 
@@ -131,6 +132,21 @@ async def test_non_speech_gives_no_words_in_streaming(sidecar: SidecarProcess, n
     # interims are shown to users too: a flickering invented word is still invented
     interims = [m["text"] for m in result.of_type("interim") if words(m["text"])]
     assert interims == [], interims
+
+
+async def test_non_speech_in_real_time_streaming(sidecar: SidecarProcess) -> None:
+    """At speed 0 the stream may outrun the interim timer; at real time every interim tick
+    runs on the noise. Two signals, streamed side by side to keep the wall time at ~8 s."""
+    signals = [pink_noise(0.1, seconds=8.0), white_noise(0.03, seconds=8.0)]
+    signals[1] = np.clip(signals[1].astype(np.int32) + clicks(8.0), -32768, 32767).astype(np.int16)
+    results = await asyncio.gather(
+        *(replay(sidecar.ws_url, s.reshape(-1, 1), RATE, speed=1.0, timeout=60) for s in signals)
+    )
+    for result in results:
+        for m in result.messages:
+            LEAK_LOG.record("stream message", json.dumps(m.message))
+        said = [m["text"] for m in result.finals + result.of_type("interim") if words(m["text"])]
+        assert said == [], said
 
 
 def assert_both_sentences(text: str) -> None:
