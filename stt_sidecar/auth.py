@@ -29,8 +29,12 @@ def make_auth_middleware(api_key: str | None):
         if expected is None or request.path in OPEN_PATHS:
             return await handler(request)
         token = bearer_token(request.headers.get("Authorization"))
-        # compare_digest on bytes: constant time whatever the length of the guess
-        if token is None or not hmac.compare_digest(token.encode(), expected):
+        # compare_digest on bytes: constant time whatever the length of the guess. aiohttp
+        # decodes header bytes that are not UTF-8 with surrogateescape; encoding the same way
+        # gives back the bytes the client sent instead of raising (a 503 for any stranger).
+        if token is None or not hmac.compare_digest(
+            token.encode("utf-8", "surrogateescape"), expected
+        ):
             return error_response(
                 401, "Missing or invalid API key (Authorization: Bearer <key>).", "invalid_api_key"
             )

@@ -14,6 +14,7 @@ as raw bytes with a mutated request head, which aiohttp's client would refuse to
 Invariants: no 5xx except 503 with a known code (`overloaded`, `model_not_ready`); every
 request answered within the client timeout (no hangs); no leak (see `http_support.leaks`);
 the server transcribes a real clip correctly afterwards; RSS and open file descriptors bounded.
+The server has an API key, which 90 % of requests carry, so the auth path is fuzzed too.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ COUNT = int(os.environ.get("FUZZ_COUNT", "2500"))
 CONCURRENCY = 8
 REQUEST_TIMEOUT_S = 15.0  # the server's read timeout is 2 s: anything near 15 s is a hang
 ALLOWED_503 = {"overloaded", "model_not_ready"}
+API_KEY = "fuzz-key-5e1f"
 
 ENDPOINTS = ["/transcribe", "/v1/audio/transcriptions", "/v1/audio/translations"]
 OTHER_PATHS = [
@@ -278,7 +280,13 @@ def make_request(seed: int, index: int) -> FuzzRequest:
     extras = [
         ("Content-Encoding", rng.choice(["gzip", "deflate", "br", "identity", "zstd", "x"])),
         ("X-Request-Id", rng.choice(["", "a" * 100, "trace-1", "\u00e9\u00e9", "<script>"])),
-        ("Authorization", rng.choice(["Bearer x", "Basic", "", "Bearer " + "k" * 5000])),
+        # "\udcff" goes out as the raw byte 0xff: header bytes that are not UTF-8
+        (
+            "Authorization",
+            rng.choice(["Bearer x", "Basic", "", "Bearer " + "k" * 5000, "Bearer \udcff"]),
+        ),
+        ("X-Request-Id", "\udcff\udcfe"),
+        ("Content-Type", "audio/wav; charset=\udcff"),
         ("Accept", rng.choice(["text/html", "*/*", "application/json"])),
         ("Expect", "100-continue"),
         ("Accept-Encoding", "gzip"),
@@ -287,6 +295,10 @@ def make_request(seed: int, index: int) -> FuzzRequest:
     ]
     for _ in range(rng.randint(0, 3)):
         headers.append(rng.choice(extras))
+    # The server has a key: most requests carry it so they get past auth to the parsers; the
+    # rest carry a mutated credential (above) or none.
+    if not any(k == "Authorization" for k, _ in headers) and rng.random() < 0.9:
+        headers.insert(0, ("Authorization", f"Bearer {API_KEY}"))
     request = FuzzRequest(index, method, path, headers, body)
     if rng.random() < 0.25:
         request.raw_head = raw_head(rng, request)
@@ -312,13 +324,13 @@ def raw_head(rng: random.Random, request: FuzzRequest, *, mutate: bool = True) -
     elif choice < 0.9:
         lines += [f"Content-Length: {length}", f"Content-Length: {length + 1}"]
     # else: no length at all
-    encoded = [line.encode("utf-8", "surrogatepass") for line in lines]
+    encoded = [line.encode("utf-8", "surrogateescape") for line in lines]
     for _ in range(rng.randint(0, 3) if mutate else 0):
         i = rng.randrange(len(encoded))
         line = bytearray(encoded[i])
         kind = rng.randrange(6)
         if kind == 0 and line:
-            line[rng.randrange(len(line))] ^= 1 << rng.randrange(7)
+            line[rng.randrange(len(line))] ^= 1 << rng.randrange(8)  # bit 7 too: not UTF-8
         elif kind == 1:
             line = bytearray(b"X-Long: " + b"v" * rng.choice([100, 9000]))
         elif kind == 2:
@@ -425,6 +437,7 @@ def violations(outcome: Outcome) -> list[str]:
 @pytest.fixture(scope="module")
 def server() -> Iterator[SidecarProcess]:
     proc = SidecarProcess(
+        STT_API_KEY=API_KEY,
         STT_MAX_UPLOAD_MB="0.25",
         STT_MAX_AUDIO_SECONDS="3",
         STT_READ_TIMEOUT_S="2",
@@ -513,7 +526,7 @@ async def test_fuzz_http(server: SidecarProcess, capsys: pytest.CaptureFixture[s
     assert not failures, f"{summary}\nreplay with FUZZ_SEED={SEED}:\n" + "\n".join(failures[:20])
     assert len(outcomes) >= min(COUNT, 1000)
     assert statuses[200] > 0, "no request survived the mutations: the fuzzer is too blunt"
-    await assert_transcribes(server)
+    await assert_transcribes(server, {"Authorization": f"Bearer {API_KEY}"})
     await asyncio.sleep(1.0)  # let closed connections be reaped
     assert rss_bytes(server) - rss_before < 200 * 1024 * 1024
     assert process.num_fds() - fds_before < 20, (fds_before, process.num_fds())

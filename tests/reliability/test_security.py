@@ -112,6 +112,31 @@ async def test_websocket_is_refused_before_the_upgrade(keyed: SidecarProcess) ->
     assert "upgrade" not in response.headers.get("connection", "").lower()
 
 
+@pytest.mark.parametrize(
+    "credential",
+    [b"Bearer \xff\xfe", b"Bearer " + KEY.encode() + b"\xff", b"\xff\xfe " + KEY.encode()],
+    ids=["invalid_utf8_token", "key_plus_invalid_utf8", "invalid_utf8_scheme"],
+)
+async def test_non_utf8_credentials_are_401(keyed: SidecarProcess, credential: bytes) -> None:
+    """Header bytes that are not UTF-8 reach the middleware surrogate-escaped; turning such a
+    token back into bytes must not raise (it did: a 503 and a logged traceback for every
+    unauthenticated request, a cheap way to flood the log)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", keyed.port)
+    try:
+        writer.write(
+            b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: "
+            + credential
+            + b"\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    LEAK_LOG.record("non-utf8 credential", body.decode(errors="replace"))
+    assert head.startswith(b"HTTP/1.1 401"), answer[:300]
+    assert json.loads(body)["error"]["code"] == "invalid_api_key"
+
+
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
 async def test_right_key_is_accepted_with_any_scheme_case(
     keyed: SidecarProcess, scheme: str
