@@ -32,11 +32,18 @@ async def test_sigterm_finalizes_open_utterances_then_exits_cleanly() -> None:
                 await asyncio.sleep(0.02)
             started = time.monotonic()
             sidecar.proc.terminate()  # SIGTERM
-            for ws in sockets:
+
+            async def read_to_end(ws: aiohttp.ClientWebSocketResponse) -> list[dict]:
                 messages = []
                 async for msg in ws:
                     if msg.type == aiohttp.WSMsgType.TEXT:
                         messages.append(json.loads(msg.data))
+                return messages
+
+            # Read both at once: the server waits 2 s for each close handshake, and a socket
+            # left unread that long sees its close reply fail, which aiohttp reports as 1006.
+            everything = await asyncio.gather(*(read_to_end(ws) for ws in sockets))
+            for ws, messages in zip(sockets, everything, strict=True):
                 finals = [m for m in messages if m["type"] == "final"]
                 assert finals, messages
                 assert "dashwood" in " ".join(f["text"] for f in finals).lower()
