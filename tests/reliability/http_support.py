@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import psutil
+import pytest
 from multidict import CIMultiDict
 
 from ..batch_support import form
@@ -55,6 +56,14 @@ class LeakLog:
 
 
 LEAK_LOG = LeakLog()
+
+
+def assert_no_leaks() -> None:
+    """The scan every module ends with: over everything recorded so far in this session."""
+    if not LEAK_LOG.seen:
+        pytest.skip("no responses were collected in this run")
+    leaked = LEAK_LOG.scan()
+    assert leaked == [], leaked[:20]
 
 
 def leaks(text: str) -> list[str]:

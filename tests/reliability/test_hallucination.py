@@ -21,7 +21,7 @@ from stt_sidecar.replay import ReplayResult, replay
 from ..batch_support import form, wav_bytes
 from ..sidecar_process import SidecarProcess
 from ..speech import clip, normalize, read_pcm16, wer
-from .http_support import LEAK_LOG, assert_transcribes, fetch
+from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes, fetch
 
 RATE = 16000
 SEED = 20261126
@@ -176,4 +176,5 @@ async def test_still_correct_afterwards(sidecar: SidecarProcess) -> None:
 
 
 def test_leak_scan() -> None:
-    assert LEAK_LOG.scan() == []
+    """Every body, error message and stream message this session has seen so far."""
+    assert_no_leaks()

@@ -29,7 +29,7 @@ from stt_sidecar.replay import replay
 from ..batch_support import form, raw_request
 from ..sidecar_process import SidecarProcess
 from ..speech import clip, read_pcm16, wer
-from .http_support import LEAK_LOG, assert_transcribes, fetch
+from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes, fetch
 
 KEY = "sk-local-3f9a7c1e5b2d4f60"
 GOOD = {"Authorization": f"Bearer {KEY}"}
@@ -237,4 +237,5 @@ async def test_still_correct_afterwards(keyed: SidecarProcess) -> None:
 
 
 def test_leak_scan() -> None:
-    assert LEAK_LOG.scan() == []
+    """Every body, error message and stream message this session has seen so far."""
+    assert_no_leaks()
