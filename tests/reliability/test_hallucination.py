@@ -94,13 +94,13 @@ NON_SPEECH = {
 }
 
 
-async def batch_text(server: SidecarProcess, audio: np.ndarray) -> str:
+async def batch_text(server: SidecarProcess, audio: np.ndarray, **fields: str) -> str:
     async with aiohttp.ClientSession() as http:
         answer = await fetch(
             http,
             "POST",
             server.url + "/v1/audio/transcriptions",
-            data=form(wav_bytes(audio, RATE), response_format="verbose_json"),
+            data=form(wav_bytes(audio, RATE), response_format="verbose_json", **fields),
             timeout=120,
         )
     assert answer.status == 200, answer.text
@@ -122,6 +122,21 @@ def words(text: str) -> list[str]:
 @pytest.mark.parametrize("name", list(NON_SPEECH))
 async def test_non_speech_gives_no_words_in_batch(sidecar: SidecarProcess, name: str) -> None:
     assert words(await batch_text(sidecar, NON_SPEECH[name]())) == []
+
+
+@pytest.mark.parametrize("name", ["silence_60s", "pink_-20dBFS", "clicks"])
+async def test_a_leading_prompt_does_not_make_non_speech_talk(
+    sidecar: SidecarProcess, name: str
+) -> None:
+    """A prompt is the classic way to coax whisper into "continuing" on silence, hotter
+    sampling the other: neither gets past the VAD gate."""
+    text = await batch_text(
+        sidecar,
+        NON_SPEECH[name](),
+        prompt="Thank you for watching. Please subscribe to the channel.",
+        temperature="0.8",
+    )
+    assert words(text) == []
 
 
 @pytest.mark.parametrize("name", list(NON_SPEECH))
