@@ -531,6 +531,15 @@ async def test_fuzz_http(server: SidecarProcess, capsys: pytest.CaptureFixture[s
     assert rss_bytes(server) - rss_before < 200 * 1024 * 1024
     assert process.num_fds() - fds_before < 20, (fds_before, process.num_fds())
     assert "internal_error" not in server.log()
+    # Metric labels come from a fixed set (route, status, error code), never from the request:
+    # thousands of odd paths and values must not grow the exposition.
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        async with http.get(server.url + "/metrics") as response:
+            metrics = await response.text()
+    assert response.status == 200
+    assert len(metrics) < 64 * 1024, len(metrics)
+    for echoed in ("passwd", "xxxxxxxx", "r\u00e9sum\u00e9", "{{7*7}}", API_KEY):
+        assert echoed not in metrics, echoed
 
 
 def test_leak_scan() -> None:
