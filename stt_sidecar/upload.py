@@ -57,8 +57,8 @@ def _too_large(limit: int) -> ApiError:
 
 
 class _BodyBudget:
-    """Enforces, on every read from one request body, the size limit, the idle timeout, and an
-    overall deadline: a client trickling a byte just often enough to dodge the idle timeout
+    """Enforces, on every read from one request body, the size limit, the idle timeout, and a
+    minimum average rate: a client trickling a byte just often enough to dodge the idle timeout
     would otherwise hold one of the few batch slots for as long as it likes."""
 
     def __init__(self, request: web.Request, max_bytes: int, idle_timeout: float) -> None:
@@ -66,11 +66,17 @@ class _BodyBudget:
         self.max_bytes = max_bytes
         self._idle_timeout = idle_timeout
         self._loop = asyncio.get_running_loop()
-        # Time for the largest allowed body at the slowest rate we accept.
-        self._deadline = self._loop.time() + idle_timeout + max_bytes / MIN_UPLOAD_BYTES_PER_S
+        self._started = self._loop.time()
+
+    def _deadline(self) -> float:
+        # The time allowed grows with what has arrived: one idle timeout of grace, then
+        # MIN_UPLOAD_BYTES_PER_S on average. A deadline from the size limit alone would let a
+        # few bytes hold a batch slot for max_bytes / rate (7 min at the defaults).
+        received = min(self._request.content.total_bytes, self.max_bytes)
+        return self._started + self._idle_timeout + received / MIN_UPLOAD_BYTES_PER_S
 
     async def wait(self, read: Awaitable[T]) -> T:
-        remaining = self._deadline - self._loop.time()
+        remaining = self._deadline() - self._loop.time()
         try:
             result = await asyncio.wait_for(read, max(0.0, min(self._idle_timeout, remaining)))
         except asyncio.TimeoutError:

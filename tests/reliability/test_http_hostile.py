@@ -365,6 +365,25 @@ async def test_slow_drip_upload_is_408(server: SidecarProcess) -> None:
     assert response.status == 408 and sent < 40
 
 
+async def test_trickle_under_the_idle_timeout_is_408_soon(server: SidecarProcess) -> None:
+    """A byte every 0.6 s never trips the 1 s idle timeout. The body deadline must still come
+    soon: it grows with what has arrived (64 KiB/s on average after the idle-timeout grace),
+    not with the upload limit, or a handful of such clients (a few bytes each) would hold all
+    of STT_MAX_PENDING for max_bytes / 64 KiB/s (here 65 s; 7 min with the defaults)."""
+    started = time.monotonic()
+    response, sent = await raw_request(
+        server.port,
+        head(OPENAI, "Content-Type: audio/wav", "Content-Length: 100000"),
+        [b"R"] * 200,
+        chunk_delay=0.6,
+        timeout=30,
+    )
+    record(response, "trickle")
+    assert response.status == 408, response.body
+    assert "too slow" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 5 and sent < 10
+
+
 async def test_declared_oversize_is_413_before_reading(server: SidecarProcess) -> None:
     for path in ENDPOINTS:
         response, sent = await raw_request(
