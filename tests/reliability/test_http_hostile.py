@@ -311,7 +311,7 @@ async def test_path_like_model_never_touches_the_filesystem(
     answer = await post(server, form(SHORT.path.read_bytes(), model=model))
     assert error_of(answer, 400, "model_not_found")["param"] == "model"
     assert "root:" not in answer.text
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # a model load or hub lookup would take longer
     async with aiohttp.ClientSession() as http:
         got = await fetch(http, "GET", server.url + "/v1/models/" + model.replace("/", "%2F"))
     assert got.status == 404 and "root:" not in got.text
