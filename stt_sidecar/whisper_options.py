@@ -20,6 +20,12 @@ BEAM_SIZE = 1
 # (compression ratio too high, or mean log-prob too low), it is re-decoded hotter.
 TEMPERATURE_FALLBACK: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
+# Hallucination guards: windows that compress too well (loops) or score too low are re-decoded,
+# and windows the model itself thinks hold no speech are dropped.
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+
 # Silero VAD as faster-whisper applies it before decoding: only speech reaches the model, which
 # is what keeps silence and noise from turning into invented words.
 VAD_PARAMETERS: dict[str, Any] = {
@@ -74,11 +80,9 @@ def decode_options(request: DecodeRequest) -> dict[str, Any]:
         "repetition_penalty": 1.0,
         "no_repeat_ngram_size": 0,
         "temperature": list(temperatures(request.temperature)),
-        # Hallucination guards: re-decode windows that compress too well (loops) or score too
-        # low, and drop windows the model itself thinks hold no speech.
-        "compression_ratio_threshold": 2.4,
-        "log_prob_threshold": -1.0,
-        "no_speech_threshold": 0.6,
+        "compression_ratio_threshold": COMPRESSION_RATIO_THRESHOLD,
+        "log_prob_threshold": LOG_PROB_THRESHOLD,
+        "no_speech_threshold": NO_SPEECH_THRESHOLD,
         # Feeding a window's text into the next one propagates a hallucination; off.
         "condition_on_previous_text": False,
         "prompt_reset_on_temperature": 0.5,

@@ -10,42 +10,41 @@ from typing import Any
 import numpy as np
 from faster_whisper.transcribe import Segment
 
+from ..whisper_options import (
+    LOG_PROB_THRESHOLD,
+    NO_SPEECH_THRESHOLD,
+    DecodeRequest,
+    decode_options,
+)
 from .protocol import StreamConfig
 
-# Segments whisper itself thinks are not speech (and that decode poorly) are dropped; together
-# with VAD gating this keeps noise, breathing and clicks from turning into words.
-NO_SPEECH_THRESHOLD = 0.6
-LOG_PROB_THRESHOLD = -1.0
-COMPRESSION_RATIO_THRESHOLD = 2.4
 _WORDLESS = re.compile(r"^[\W_]*$")
 
 
-def _common_options(config: StreamConfig, beam_size: int) -> dict[str, Any]:
-    # Every option is passed: WhisperModel.transcribe and BatchedInferencePipeline.transcribe
-    # have different defaults, and streaming wants neither's VAD (we already gate on ours).
-    return {
-        "language": config.language,
-        "task": config.task,
-        "beam_size": beam_size,
-        "best_of": 1,
-        "temperature": 0.0,
-        "condition_on_previous_text": False,
-        "initial_prompt": config.prompt,
-        "vad_filter": False,
-        "no_speech_threshold": NO_SPEECH_THRESHOLD,
-        "log_prob_threshold": LOG_PROB_THRESHOLD,
-        "compression_ratio_threshold": COMPRESSION_RATIO_THRESHOLD,
-        "suppress_blank": True,
-    }
+def _streaming_options(
+    config: StreamConfig, *, word_timestamps: bool, **extra: Any
+) -> dict[str, Any]:
+    # The batch API's options (every one explicit), with what streaming does differently:
+    # the utterance is already endpointed by our VAD, and one greedy pass keeps latency flat
+    # (a temperature ladder would re-decode exactly the doubtful audio, under time pressure).
+    return decode_options(
+        DecodeRequest(
+            language=config.language,
+            task=config.task,
+            word_timestamps=word_timestamps,
+            initial_prompt=config.prompt,
+            extra={"vad_filter": False, "temperature": [0.0], **extra},
+        )
+    )
 
 
-def final_options(config: StreamConfig, beam_size: int) -> dict[str, Any]:
-    return {**_common_options(config, beam_size), "word_timestamps": True}
+def final_options(config: StreamConfig) -> dict[str, Any]:
+    return _streaming_options(config, word_timestamps=True)
 
 
 def interim_options(config: StreamConfig) -> dict[str, Any]:
-    # Greedy and without timestamps: interims are for display and must be cheap.
-    return {**_common_options(config, 1), "word_timestamps": False, "without_timestamps": True}
+    # Without timestamps: interims are for display and must be cheap.
+    return _streaming_options(config, word_timestamps=False, without_timestamps=True)
 
 
 @dataclass(frozen=True)
@@ -58,6 +57,8 @@ class FinalText:
 
 
 def _speech_segments(segments: list[Segment]) -> list[Segment]:
+    # Segments whisper itself thinks are not speech (and that decode poorly) are dropped;
+    # with VAD gating this keeps noise, breathing and clicks from turning into words.
     return [
         s
         for s in segments

@@ -120,7 +120,7 @@ class StreamSession:
         self._vad_cursor = 0  # absolute sample index of the next VAD window
         self._next_utterance_id = 1
         self._utterance: Utterance | None = None
-        self._final_options = final_options(config, beam_size=1)
+        self._final_options = final_options(config)
         self._interim_options = interim_options(config)
         # ordered items: a message dict or a PendingFinal; the interim slot holds the newest only
         self._ordered: collections.deque[dict[str, Any] | PendingFinal] = collections.deque()
