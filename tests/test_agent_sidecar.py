@@ -196,7 +196,7 @@ async def test_sidecar_restarted_mid_speech_transcripts_continue() -> None:
 async def test_transcriber_reopens_its_stream_after_an_outage_beyond_the_plugin_retries(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With no retries left in the plugin (max_retry=0 here, ~12 s by default), a sidecar
+    """With no retries left in the plugin (max_retry=0 here, ~19 s by default), a sidecar
     outage ends the STT stream; the transcriber opens a new one once the sidecar is back."""
     monkeypatch.setattr(transcriber_module, "MAX_RESTART_DELAY_S", 0.5)
     sidecar = SidecarProcess(port=free_port(), **SIDECAR_ENV).start()

@@ -232,8 +232,7 @@ async def test_sidecar_away_for_ten_seconds_worker_keeps_the_participant(
     """The sidecar vanishes (SIGKILL) for 10 s while a participant keeps talking, with the
     plugin's default retry policy: the plugin retries on its own, the participant's pipeline
     never stops or raises, and transcripts resume once the sidecar is back, including the
-    sentence spoken while it was away (kept in the plugin's replay buffer) when the plugin's
-    retry window covers the outage; when it does not, the worker reopens the stream itself."""
+    sentence spoken while it was away (kept in the plugin's replay buffer)."""
     sidecar = SidecarProcess(port=free_port(), STT_MAX_STREAMS="8", STT_IDLE_TIMEOUT_S="30")
     sidecar.start()
     engine = custom_stt.STT(base_url=sidecar.url, api_key=None, language="en")
@@ -260,10 +259,7 @@ async def test_sidecar_away_for_ten_seconds_worker_keeps_the_participant(
         with caplog.at_level("INFO"):
             transcriber.start()
             await asyncio.gather(outage(), room.wait_for(lambda: len(room.finals()) >= 1, 10))
-            # the last sentence ends 20.3 s into the audio: its final, whatever the path
-            await room.wait_for(
-                lambda: any("amiable" in f["text"].lower() for f in room.finals()), timeout=20
-            )
+            await room.wait_for(lambda: len(room.finals()) >= 3, timeout=20)
             stt_task = transcriber._stt_task
             assert stt_task is not None and not stt_task.done(), "the pipeline stopped"
             await transcriber.aclose()
@@ -284,19 +280,14 @@ async def test_sidecar_away_for_ten_seconds_worker_keeps_the_participant(
     agent_errors = [
         r.getMessage() for r in caplog.records if r.name.startswith("agent") and r.levelno >= 40
     ]
-    if not gave_up:
-        # The plugin's retries (12, ~1 s apart) outlasted 10 s down + the model's ~2 s load:
-        # the same stream continued and replayed what was said meanwhile, so nothing is lost.
-        assert agent_errors == [], agent_errors
-        refs = ["goforward.wav", "librivox_0880.wav", "librivox_0930.wav"]
-    else:
-        # A slower restart outlasts the plugin's retry window (zero margin on a busy box, see
-        # the README): the worker then opens a new stream itself. The participant is kept and
-        # transcripts resume; the sentence spoken during the outage may be lost.
-        assert len(gave_up) == 1, errors
-        assert all("new stream" in m for m in agent_errors), agent_errors
-        refs = ["goforward.wav", "librivox_0930.wav"]
-        texts = [texts[0], texts[-1]]
+    # The plugin's default retries (20, ~1 s apart) outlast 10 s down plus the model's load: the
+    # same stream continued and replayed what was said meanwhile, so nothing is lost and the
+    # worker never had to step in. (With the former 12 tries, ~11 s, the last try was the one
+    # that got through: no margin at all on a busier machine.)
+    assert gave_up == [] and agent_errors == [], (errors, agent_errors)
+    window = custom_stt.DEFAULT_CONN_OPTIONS.max_retry
+    assert len(errors) <= window - 3, f"{len(errors)} of {window} tries used: no margin left"
+    refs = ["goforward.wav", "librivox_0880.wav", "librivox_0930.wav"]
     assert len(texts) == len(refs), texts
     for name, text in zip(refs, texts, strict=True):
         assert wer(clip(name).text, text) <= 0.25, (name, text)
