@@ -190,6 +190,7 @@ async def test_speech_in_one_sample_frames(sidecar, http, rate: int, channels: i
     audio, clip_rate = load_pcm16(c.path)
     if rate != clip_rate or channels != 1:
         audio = resample_int16(audio, clip_rate, rate, channels)
+    audio = np.concatenate([audio, np.zeros((rate // 2, channels), np.int16)])  # to endpoint
     # the same audio in 20 ms frames first: the reference, and the decoder's first-use memory
     normal = await replay(sidecar.ws_url, audio, rate, speed=0)
     before = rss_mb(sidecar)
@@ -205,7 +206,6 @@ async def test_speech_in_one_sample_frames(sidecar, http, rate: int, channels: i
     for i in range(10_000, len(audio), 3):
         await ws.send_bytes(audio[i : i + 3].tobytes())
         sent += 1
-    await ws.send_bytes(np.zeros((rate // 2, channels), np.int16).tobytes())
     await ws.send_str(json.dumps({"type": "close"}))
     messages = []
     async with asyncio.timeout(60):
