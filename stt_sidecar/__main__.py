@@ -58,6 +58,11 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.shutdown_grace_s,
+        # A connection that sends no complete request head for STT_READ_TIMEOUT_S is dropped,
+        # as a stalled body is; aiohttp's default (75 s) lets half-sent heads hold sockets.
+        # Running handlers and WebSockets are not affected: the timer only closes connections
+        # waiting for a request.
+        keepalive_timeout=settings.read_timeout_s,
         access_log=None,
         print=None,
     )

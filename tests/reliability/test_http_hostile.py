@@ -11,6 +11,7 @@ shapes and bodies that lie about their length.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import struct
@@ -382,6 +383,23 @@ async def test_trickle_under_the_idle_timeout_is_408_soon(server: SidecarProcess
     assert response.status == 408, response.body
     assert "too slow" in response.json()["error"]["message"]
     assert time.monotonic() - started < 5 and sent < 10
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /transcribe HTTP/1.1\r\nHost: x\r\n"])
+async def test_silent_or_half_sent_head_is_dropped(server: SidecarProcess, sent: bytes) -> None:
+    """Slowloris on the head: a connection that sends nothing, or half a request head, holds a
+    socket and a file descriptor. It is closed after STT_READ_TIMEOUT_S (1 s here), like a
+    stalled body, instead of aiohttp's default 75 s keep-alive timeout."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    started = time.monotonic()
+    try:
+        writer.write(sent)
+        await writer.drain()
+        closed = await asyncio.wait_for(reader.read(), 20)
+    finally:
+        writer.close()
+    assert closed == b""  # dropped, not answered: there is no request to answer
+    assert time.monotonic() - started < 10
 
 
 async def test_declared_oversize_is_413_before_reading(server: SidecarProcess) -> None:
