@@ -26,7 +26,7 @@ import pytest
 
 from ..batch_support import chunked, form, patched_wav, raw_request
 from ..sidecar_process import SidecarProcess
-from ..speech import clip, normalize, wer
+from ..speech import clip, normalize, read_pcm16, wer
 from .http_support import LEAK_LOG, Answer, assert_no_leaks, assert_transcribes, fetch, rss_bytes
 
 MAX_UPLOAD_MB = 4
@@ -400,6 +400,26 @@ async def test_silent_or_half_sent_head_is_dropped(server: SidecarProcess, sent:
         writer.close()
     assert closed == b""  # dropped, not answered: there is no request to answer
     assert time.monotonic() - started < 10
+
+
+async def test_keepalive_timeout_spares_quiet_websockets(server: SidecarProcess) -> None:
+    """The 1 s head timeout above only closes connections waiting for a request: a WebSocket
+    that stays quiet for longer after its config still streams and gets its final."""
+    audio, rate = read_pcm16(SHORT.path)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(server.ws_url) as ws:
+            await ws.send_str(json.dumps({"type": "config", "sample_rate": rate}))
+            assert (await ws.receive_json(timeout=10))["type"] == "ready"
+            await asyncio.sleep(2.5)
+            for i in range(0, len(audio), 320):
+                await ws.send_bytes(audio[i : i + 320].tobytes())
+            await ws.send_str(json.dumps({"type": "close"}))
+            finals = []
+            async for msg in ws:
+                message = json.loads(msg.data)
+                LEAK_LOG.record("stream message", msg.data)
+                finals += [message["text"]] if message["type"] == "final" else []
+    assert wer(SHORT.text, " ".join(finals)) <= 0.3, finals
 
 
 async def test_declared_oversize_is_413_before_reading(server: SidecarProcess) -> None:
