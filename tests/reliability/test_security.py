@@ -66,6 +66,9 @@ BAD_CREDENTIALS: dict[str, tuple[dict[str, str], str]] = {
     "key_uppercased": ({"Authorization": f"Bearer {KEY.upper()}"}, ""),
     "x_api_key_header": ({"X-Api-Key": KEY}, ""),
     "proxy_authorization": ({"Proxy-Authorization": f"Bearer {KEY}"}, ""),
+    # where browser WebSocket clients sometimes smuggle a token: not a credential here
+    "ws_subprotocol": ({"Sec-WebSocket-Protocol": KEY}, ""),
+    "cookie": ({"Cookie": f"api_key={KEY}"}, ""),
 }
 
 HTTP_ENDPOINTS = [
