@@ -335,3 +335,25 @@ async def test_after_everything_the_server_is_whole(sidecar) -> None:
     assert not leaks_internals(json.dumps(status))
     log = sidecar.log()
     assert "stream failed" not in log, log[log.find("stream failed") - 300 :][:3000]
+
+
+async def test_pings_count_as_activity_for_the_idle_timeout() -> None:
+    """As docs/streaming-protocol.md says: WebSocket pings keep a stream from idling out (the
+    plugin's heartbeat relies on it), and once they stop, `idle_timeout` follows."""
+    sidecar = SidecarProcess(STT_IDLE_TIMEOUT_S="1.5").start()
+    try:
+        client = await RawClient.open(sidecar)
+        await client.send_text(json.dumps({"type": "config"}))
+        for _ in range(8):  # 4 s of pings, none more than 0.5 s apart
+            await client.ping(b"hb")
+            await asyncio.sleep(0.5)
+        quiet = time.monotonic()
+        frames = await client.read_messages(timeout=10)
+        client.abort()
+        texts = [check_server_message(f.text) for f in frames if f.opcode == 0x1]
+        assert [t["type"] for t in texts] == ["ready", "error"], texts
+        assert texts[1]["code"] == "idle_timeout" and frames[-1].close_code == 1001
+        assert sum(f.opcode == 0xA for f in frames) == 8
+        assert 0.5 < time.monotonic() - quiet < 4.0  # 1.5 s after the last ping
+    finally:
+        sidecar.stop()
