@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from stt_sidecar.__main__ import _is_loopback
+from stt_sidecar.model import bundled_model_path
 from stt_sidecar.replay import replay
 
 from ..batch_support import form, raw_request
@@ -226,6 +227,31 @@ async def test_public_bind_without_key_warns(with_key: bool) -> None:
     else:
         assert len(warning) == 1, log
         assert "0.0.0.0" in warning[0] and "anyone" in warning[0], warning
+
+
+async def test_a_local_model_directory_is_not_exposed() -> None:
+    """STT_MODEL may be a directory on the server; clients see only its last component
+    (/ready, /v1/models, errors naming the model), never the path."""
+    path = bundled_model_path()
+    proc = SidecarProcess(STT_MODEL=str(path), STT_API_KEY=KEY).start()
+    try:
+        async with aiohttp.ClientSession(headers=GOOD) as http:
+            seen = [
+                await fetch(http, "GET", proc.url + "/ready"),
+                await fetch(http, "GET", proc.url + "/v1/models"),
+                await fetch(
+                    http,
+                    "POST",
+                    proc.url + "/v1/audio/transcriptions",
+                    data=form(SHORT.path.read_bytes(), model="nope"),
+                ),
+            ]
+    finally:
+        proc.stop()
+    assert [a.status for a in seen] == [200, 200, 400]
+    for answer in seen:
+        assert str(path) not in answer.text and str(path.parent) not in answer.text
+        assert path.name in answer.text
 
 
 def test_loopback_detection() -> None:
