@@ -263,6 +263,9 @@ def test_loopback_detection() -> None:
 
 async def test_still_correct_afterwards(keyed: SidecarProcess) -> None:
     await assert_transcribes(keyed, GOOD, name="jfk.wav")
+    # neither the key nor the credentials strangers tried end up in the server's log
+    log = keyed.log()
+    assert KEY not in log and "not-the-key" not in log
 
 
 def test_leak_scan() -> None:
