@@ -152,7 +152,7 @@ async def run(args: argparse.Namespace) -> None:
         base = args.url.rstrip("/")
         pid = None
     else:
-        env = {"STT_MAX_STREAMS": str(max(args.streams) * 2)}
+        env = {"STT_MAX_STREAMS": str(max(args.streams) * 2), **dict(args.sidecar_env)}
         sidecar = SidecarProcess(**env).start()
         base, pid = sidecar.url, sidecar.proc.pid
     ws_url = base.replace("http", "ws", 1) + "/v1/stream"
@@ -252,6 +252,14 @@ def main() -> None:
         help="endpoint silence assumed by the baseline (STT_ENDPOINT_SILENCE_MS)",
     )
     parser.add_argument("--show-decode-times", action="store_true")
+    parser.add_argument(
+        "--sidecar-env",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="setting for the sidecar this script starts (repeatable), e.g. STT_NUM_WORKERS=2",
+    )
     asyncio.run(run(parser.parse_args()))
 
 

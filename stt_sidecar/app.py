@@ -91,11 +91,13 @@ async def _load_and_warm(app: web.Application) -> None:
                 state.source,
                 device=state.device,
                 compute_type=state.compute_type,
-                cpu_threads=s.cpu_threads,
-                num_workers=s.num_workers,
+                cpu_threads=s.threads_per_decode,
+                num_workers=s.decode_workers,
             ),
         )
-        scheduler = DecodeScheduler(model, workers=s.num_workers, max_pending_batch=s.max_pending)
+        scheduler = DecodeScheduler(
+            model, workers=s.decode_workers, max_pending_batch=s.max_pending
+        )
         scheduler.start()
         state.scheduler = scheduler
         # A first decode on real speech pays one-off costs (allocations, kernels) before traffic.
@@ -105,10 +107,12 @@ async def _load_and_warm(app: web.Application) -> None:
         )
         state.ready = True
         logger.info(
-            "model %s ready on %s/%s (warm-up decode %.2f s)",
+            "model %s ready on %s/%s, %d decode worker(s) x %d thread(s) (warm-up %.2f s)",
             state.source.name,
             state.device,
             state.compute_type,
+            s.decode_workers,
+            s.threads_per_decode,
             time.monotonic() - started,
         )
     except ModelUnavailableError as exc:
