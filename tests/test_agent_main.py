@@ -13,8 +13,8 @@ from livekit import api
 from agent.settings import SettingsError, WorkerSettings
 from agent.token import main as token_main
 
+from .agent_support import AGENT_ENV_VARS, worker_process_env
 from .sidecar_process import free_port
-from .test_agent_support import AGENT_ENV_VARS, worker_process_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "agent" / "main.py"

@@ -1,6 +1,6 @@
 """The per-participant pipeline with real speech, the real plugin and the real sidecar.
 
-Only the room's publish calls are a stand-in (`RecordingParticipant`); see test_agent_support.
+Only the room's publish calls are a stand-in (`RecordingParticipant`); see agent_support.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from agent.publisher import Transcript, TranscriptPublisher
 from agent.sidecar_ready import probe_ready_sync
 from agent.transcriber import ParticipantTranscriber, RoomTranscriber, Speaker
 
-from .sidecar_process import SidecarProcess
-from .speech import clip, normalize, wer
-from .test_agent_support import (
+from .agent_support import (
     TRANSCRIPT_KEYS,
     Microphone,
     RecordingParticipant,
@@ -30,6 +28,8 @@ from .test_agent_support import (
     silence,
     speech,
 )
+from .sidecar_process import SidecarProcess
+from .speech import clip, normalize, wer
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from livekit.agents import Agent, AgentSession, UserInputTranscribedEvent
 from livekit.agents.voice import io
 from livekit.plugins import custom_stt
 
+from .plugin_support import build_script, frames_10ms, upsample_48k
 from .sidecar_process import SidecarProcess
 from .speech import clip, wer
-from .test_plugin_support import build_script, frames_10ms, upsample_48k
 
 
 class SpeechInput(io.AudioInput):

@@ -22,7 +22,7 @@ from livekit import rtc
 from livekit.agents import APIConnectOptions, stt
 from livekit.plugins import custom_stt
 
-from .test_plugin_support import Collected, clip_pcm, collect
+from .plugin_support import Collected, clip_pcm, collect
 
 RATE = 16000
 

@@ -11,9 +11,7 @@ from livekit.agents import APIConnectOptions, APIStatusError, stt
 from livekit.agents.metrics import STTMetrics
 from livekit.plugins import custom_stt
 
-from .sidecar_process import SidecarProcess, free_port
-from .speech import clip, wer
-from .test_plugin_support import (
+from .plugin_support import (
     Collected,
     build_script,
     check_utterance_order,
@@ -22,6 +20,8 @@ from .test_plugin_support import (
     frames_10ms,
     upsample_48k,
 )
+from .sidecar_process import SidecarProcess, free_port
+from .speech import clip, wer
 
 KEY = "plugin-test-key"
 

@@ -21,12 +21,12 @@ from agent.publisher import TranscriptPublisher
 from agent.transcriber import ParticipantTranscriber, Speaker
 from stt_sidecar.replay import assign_finals, load_pcm16, replay
 
+from ..agent_support import RecordingParticipant, speech
+from ..plugin_support import Collected, collect, feed, frames_10ms, upsample_48k
 from ..sidecar_process import SidecarProcess, free_port
 from ..speech import DATA, clip, conversation, read_pcm16, wer
 from ..streaming_helpers import open_stream
-from ..test_agent_support import RecordingParticipant, speech
-from ..test_plugin_support import Collected, collect, feed, frames_10ms, upsample_48k
-from .test_ws_support import RawClient, open_fds, ready, rss_mb, wait_streams_gone
+from .ws_support import RawClient, open_fds, ready, rss_mb, wait_streams_gone
 
 # jfk.wav has two ~1.2 s pauses inside its sentence: it may come out as several finals.
 MULTI_FINAL_CLIPS = {"jfk.wav"}

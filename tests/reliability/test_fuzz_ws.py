@@ -38,7 +38,7 @@ from stt_sidecar.replay import load_pcm16, replay
 from ..sidecar_process import SidecarProcess
 from ..speech import DATA, clip, wer
 from ..streaming_helpers import resample_int16
-from .test_ws_support import (
+from .ws_support import (
     CLOSE_CODES,
     Frame,
     RawClient,

@@ -20,7 +20,7 @@ from stt_sidecar.replay import load_pcm16, replay
 
 from ..sidecar_process import SidecarProcess
 from ..speech import clip, conversation, wer
-from .test_ws_support import RawClient, check_server_message, ready, rss_mb, wait_streams_gone
+from .ws_support import RawClient, check_server_message, ready, rss_mb, wait_streams_gone
 
 MAX_STREAMS = 3
 

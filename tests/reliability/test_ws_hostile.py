@@ -20,7 +20,7 @@ from stt_sidecar.replay import load_pcm16, replay
 from ..sidecar_process import SidecarProcess
 from ..speech import clip, wer
 from ..streaming_helpers import open_stream, resample_int16
-from .test_ws_support import (
+from .ws_support import (
     RawClient,
     check_server_message,
     leaks_internals,

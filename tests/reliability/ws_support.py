@@ -1,5 +1,5 @@
 """Helpers for the WebSocket reliability tests (`test_ws_*`, `test_faults*`, `test_fuzz_ws*`,
-`test_overload*`); no tests here, as in `tests/test_plugin_support.py`.
+`test_overload*`); no tests here, as in `tests/plugin_support.py`.
 
 - what the protocol allows the server to say (message types, error codes, close codes) and a
   check that error messages carry no internals;
