@@ -1,8 +1,8 @@
 """One shared Whisper model behind one priority scheduler.
 
 Every decode in the process (batch requests, streaming finals, streaming interims) goes through
-`DecodeScheduler`, so that a final never waits behind an interim, interims of one stream are
-coalesced (only the newest matters), and the event loop never runs model code.
+`DecodeScheduler`, so that a final never waits behind an interim, no stream starves the others,
+and the event loop never runs model code.
 """
 
 from __future__ import annotations
@@ -40,10 +40,6 @@ class DecodeOverloaded(Exception):
     """Too many batch requests are already waiting for the model."""
 
 
-class DecodeSuperseded(Exception):
-    """An interim decode was replaced by a newer one of the same stream before it ran."""
-
-
 class DecodeFailed(Exception):
     """The model itself failed; the cause is logged, never sent to clients."""
 
@@ -56,6 +52,9 @@ class DecodeResult:
     queue_seconds: float
 
 
+_NO_AUDIO = np.zeros(0, dtype=np.float32)
+
+
 @dataclass(order=True)
 class _Job:
     priority: int
@@ -64,7 +63,6 @@ class _Job:
     audio: np.ndarray = field(compare=False)
     options: dict[str, Any] = field(compare=False)
     future: asyncio.Future[DecodeResult] = field(compare=False)
-    coalesce_key: Hashable | None = field(compare=False, default=None)
     encoder_window_s: float | None = field(compare=False, default=None)
     enqueued_at: float = field(compare=False, default_factory=time.monotonic)
     dead: bool = field(compare=False, default=False)
@@ -129,6 +127,8 @@ class BusyTracker:
     def fraction(self) -> float:
         now = time.monotonic()
         horizon = now - self._window
+        while self._spans and self._spans[0][1] <= horizon:
+            self._spans.popleft()  # keeps this O(recent decodes), not O(maxlen)
         busy = 0.0
         for start, end in self._spans:
             if end > horizon:
@@ -152,7 +152,6 @@ class DecodeScheduler:
         self._workers = workers
         self._max_pending_batch = max_pending_batch
         self._heap: list[_Job] = []
-        self._by_key: dict[Hashable, _Job] = {}
         self._in_flight: collections.Counter[Hashable] = collections.Counter()
         self._wakeup = asyncio.Event()
         self._seq = itertools.count()
@@ -160,7 +159,6 @@ class DecodeScheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_batch = 0
         self.busy = BusyTracker(workers)
-        self.interims_superseded = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -195,7 +193,6 @@ class DecodeScheduler:
         options: dict[str, Any],
         priority: Priority,
         *,
-        coalesce_key: Hashable | None = None,
         owner: Hashable | None = None,
         encoder_window_s: float | None = None,
     ) -> DecodeResult:
@@ -206,7 +203,6 @@ class DecodeScheduler:
 
         Raises:
             DecodeOverloaded: a batch job found the batch queue full.
-            DecodeSuperseded: an interim was replaced by a newer one with the same key.
             DecodeFailed: the model raised.
         """
         if priority == Priority.BATCH:
@@ -223,27 +219,20 @@ class DecodeScheduler:
                 audio,
                 options,
                 future,
-                coalesce_key,
                 encoder_window_s,
             )
             if owner is not None:
                 self._in_flight[owner] += 1
-            if coalesce_key is not None:
-                previous = self._by_key.get(coalesce_key)
-                if previous is not None and not previous.dead:
-                    previous.dead = True
-                    self.interims_superseded += 1
-                    if not previous.future.done():
-                        previous.future.set_exception(DecodeSuperseded())
-                self._by_key[coalesce_key] = job
             heapq.heappush(self._heap, job)
             self._wakeup.set()
             try:
                 return await future
             finally:
-                job.dead = True  # a cancelled waiter leaves nothing behind to decode
-                if coalesce_key is not None and self._by_key.get(coalesce_key) is job:
-                    del self._by_key[coalesce_key]
+                # A cancelled waiter leaves nothing behind to decode. The dead job stays in the
+                # heap until a worker pops it, so it must not keep its audio alive meanwhile
+                # (cancelled interims of a stream racing ahead would pile up, ~1 MB each).
+                job.dead = True
+                job.audio = _NO_AUDIO
                 if owner is not None:
                     self._in_flight[owner] -= 1
                     if self._in_flight[owner] == 0:
@@ -267,7 +256,7 @@ class DecodeScheduler:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            job.dead = True  # taken: a newer interim must not try to supersede it now
+            job.dead = True  # taken: a late cancellation of its waiter has nothing to remove
             started = time.monotonic()
             self.busy.begin(index)
             try:

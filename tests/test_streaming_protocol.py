@@ -223,3 +223,21 @@ async def test_ready_reports_load_and_metrics_cover_streaming(sidecar, http) -> 
     ):
         assert name in text, name
     assert "dashwood" not in text.lower() and "forward" not in text.lower()  # no transcripts
+
+
+class _StuckSocket:
+    """A WebSocket whose peer stopped reading: sends never complete."""
+
+    closed = False
+
+    async def send_str(self, data: str) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_send_to_a_client_that_stopped_reading_gives_up() -> None:
+    from stt_sidecar.streaming.handler import _make_sender
+    from stt_sidecar.streaming.session import SlowConsumer
+
+    send = _make_sender(_StuckSocket(), timeout=0.2)
+    with pytest.raises(SlowConsumer):
+        await send({"type": "interim"})

@@ -40,9 +40,23 @@ async def test_sigterm_finalizes_open_utterances_then_exits_cleanly() -> None:
                         messages.append(json.loads(msg.data))
                 return messages
 
+            async def keep_talking(ws: aiohttp.ClientWebSocketResponse) -> None:
+                # Clients do not know the server is stopping: audio keeps coming (the plugin
+                # always does). It must not cut the finals short.
+                for i in range(4 * rate, len(audio), 320):
+                    if ws.closed:
+                        return
+                    try:
+                        await ws.send_bytes(audio[i : i + 320].tobytes())
+                    except ConnectionError:
+                        return
+                    await asyncio.sleep(0.02)
+
             # Read both at once: the server waits 2 s for each close handshake, and a socket
             # left unread that long sees its close reply fail, which aiohttp reports as 1006.
+            talkers = [asyncio.create_task(keep_talking(ws)) for ws in sockets]
             everything = await asyncio.gather(*(read_to_end(ws) for ws in sockets))
+            await asyncio.gather(*talkers)
             for ws, messages in zip(sockets, everything, strict=True):
                 finals = [m for m in messages if m["type"] == "final"]
                 assert finals, messages

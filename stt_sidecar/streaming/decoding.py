@@ -53,6 +53,7 @@ class FinalText:
     start: float  # seconds since the stream began
     end: float
     confidence: float
+    language: str  # what the model decoded in: the config's, or the detected one
     words: list[dict[str, Any]]
 
 
@@ -72,7 +73,7 @@ def hypothesis_text(segments: list[Segment]) -> str:
 
 
 def shape_final(
-    segments: list[Segment], offset: float, speech_start: float, speech_end: float
+    segments: list[Segment], language: str, offset: float, speech_start: float, speech_end: float
 ) -> FinalText | None:
     """Words with stream times, or None when whisper heard nothing worth sending.
 
@@ -103,7 +104,9 @@ def shape_final(
     else:
         start, end = speech_start, speech_end
         confidence = math.exp(sum(s.avg_logprob for s in kept) / len(kept))
-    return FinalText(text=text, start=start, end=end, confidence=confidence, words=words)
+    return FinalText(
+        text=text, start=start, end=end, confidence=confidence, language=language, words=words
+    )
 
 
 AUDIBLE_RANGE_DB = 35.0

@@ -24,6 +24,7 @@ logger = logging.getLogger("stt_sidecar.stream")
 # itself (close 1009) before it is buffered.
 MAX_MESSAGE_BYTES = 256 * 1024
 CLOSE_TIMEOUT_S = 2.0
+SLOW_CONSUMER_S = 10.0  # one send blocked this long: the client stopped reading
 
 
 @dataclass(eq=False)
@@ -37,12 +38,19 @@ class StreamConnection:
 CONNECTIONS = web.AppKey("stream_connections", set)
 
 
-def _make_sender(ws: web.WebSocketResponse):
+def _make_sender(ws: web.WebSocketResponse, timeout: float = SLOW_CONSUMER_S):
+    """A send that gives up on a client that stopped reading (its TCP window stays full)."""
+
     async def send(message: dict[str, Any]) -> None:
         if ws.closed:
             return
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_str(json.dumps(message))
+        try:
+            async with asyncio.timeout(timeout):
+                await ws.send_str(json.dumps(message))
+        except TimeoutError:
+            raise SlowConsumer() from None
+        except (ConnectionError, RuntimeError):
+            pass  # the client is gone; the receive loop sees it too
 
     return send
 
@@ -65,10 +73,8 @@ async def _fail(
     if conn.session is not None:
         await conn.session.aclose()
         conn.session = None
-    send = _make_sender(conn.ws)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await send(protocol.error_message(code, message))
+    with contextlib.suppress(SlowConsumer):
+        await _make_sender(conn.ws, CLOSE_TIMEOUT_S)(protocol.error_message(code, message))
     await _close(conn, close_code, code)
 
 
@@ -124,13 +130,13 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
 async def _serve(conn: StreamConnection, state: SidecarState) -> None:
     ws = conn.ws
     settings = state.settings
-    english_only = (
-        state.source.name.endswith(".en") or not state.scheduler.model.model.is_multilingual
-    )
+    english_only = state.english_only
     while True:
         try:
             msg = await ws.receive(timeout=settings.idle_timeout_s)
         except TimeoutError:
+            if conn.closing:
+                continue
             await _fail(
                 conn,
                 state,
@@ -139,8 +145,16 @@ async def _serve(conn: StreamConnection, state: SidecarState) -> None:
                 WSCloseCode.GOING_AWAY,
             )
             return
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            # CLOSE / CLOSING / CLOSED / ERROR (e.g. a message over the size limit): client gone,
+            # or the shutdown path closed the socket
+            if conn.session is not None and not conn.closing:
+                logger.info("stream %s ended by client (%s)", conn.session.id, msg.type.name)
+            return
         if conn.closing:
-            return  # shutting down: the shutdown path finishes this stream
+            # Shutting down: the shutdown path is finishing this stream and closes the socket.
+            # Returning now would let aiohttp close it at once, before the finals are out.
+            continue
         if msg.type == WSMsgType.TEXT:
             if conn.session is None:
                 if protocol.parse_text_message(msg.data)["type"] == "keepalive":
@@ -158,6 +172,8 @@ async def _serve(conn: StreamConnection, state: SidecarState) -> None:
             kind = protocol.parse_text_message(msg.data)["type"]
             if kind == "flush":
                 conn.session.flush()
+                if not await _within_backlog(conn, state):
+                    return
             elif kind == "close":
                 conn.closing = True
                 await conn.session.finish({"type": "closed"})
@@ -182,22 +198,26 @@ async def _serve(conn: StreamConnection, state: SidecarState) -> None:
                     protocol.PROTOCOL_ERROR, "frame is not whole 16-bit samples for every channel"
                 )
             session.feed(msg.data)
-            try:
-                await session.wait_for_backlog()
-            except SlowConsumer:
-                await _fail(
-                    conn,
-                    state,
-                    protocol.SLOW_CONSUMER,
-                    "finals are not being read",
-                    WSCloseCode.POLICY_VIOLATION,
-                )
+            if not await _within_backlog(conn, state):
                 return
-        else:
-            # CLOSE / CLOSING / CLOSED / ERROR (e.g. a message over the size limit): client gone
-            if conn.session is not None:
-                logger.info("stream %s ended by client (%s)", conn.session.id, msg.type.name)
-            return
+
+
+async def _within_backlog(conn: StreamConnection, state: SidecarState) -> bool:
+    """Backpressure after input that queues output; False when the stream was ended because
+    the client stopped reading."""
+    assert conn.session is not None
+    try:
+        await conn.session.wait_for_backlog()
+    except SlowConsumer:
+        await _fail(
+            conn,
+            state,
+            protocol.SLOW_CONSUMER,
+            "finals are not being read",
+            WSCloseCode.POLICY_VIOLATION,
+        )
+        return False
+    return True
 
 
 async def shutdown_streams(app: web.Application) -> None:
@@ -218,9 +238,14 @@ async def shutdown_streams(app: web.Application) -> None:
         _done, late = await asyncio.wait(pending, timeout=grace)
         for task in late:
             task.cancel()
-        for conn in list(connections):
-            if conn.ws.closed is False:
-                await _close(conn, WSCloseCode.GOING_AWAY, protocol.GOING_AWAY)
+        # at once, not one after another: each may wait CLOSE_TIMEOUT_S on a stuck client
+        await asyncio.gather(
+            *(
+                _close(conn, WSCloseCode.GOING_AWAY, protocol.GOING_AWAY)
+                for conn in list(connections)
+                if not conn.ws.closed
+            )
+        )
 
 
 def add_streaming_routes(app: web.Application) -> None:

@@ -8,15 +8,15 @@ Timeline of an utterance (times are stream audio, 16 kHz samples):
                                                  speech_ended (the speculative result is used
                                                  when no speech came after it started)
 
-Finals decode the whole utterance and are never dropped. Interims are coalesced in the
-scheduler and in the outbox (only the newest matters) and are the first thing dropped under load.
+Finals decode the whole utterance and are never dropped. A stream has at most one interim
+decode queued, cancelled when its utterance ends, and only the newest interim waits in the
+outbox: under load interims are what gives way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..app import SidecarState
-from ..decoder import DecodeFailed, DecodeSuperseded, Priority
+from ..decoder import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import TARGET_RATE, PcmTo16k, SampleBuffer
 from .decoding import (
@@ -49,11 +49,10 @@ POST_PAD_S = 0.3  # silence kept after the last speech window for the final's de
 SPECULATIVE_SILENCE_S = 0.15  # start the final's decode this early in a pause
 INTERIM_MIN_WINDOW_S = 15.0  # shorter encoder windows for interims cost accuracy below ~15 s
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
-SLOW_CONSUMER_S = 10.0  # one send blocked this long (client not reading) ends the stream
 
 
 class SlowConsumer(Exception):
-    """The client stopped reading while finals wait for it."""
+    """The client stopped reading: a send to it was blocked too long."""
 
 
 def _seconds(samples: int) -> float:
@@ -131,7 +130,8 @@ class StreamSession:
         self._wake_interims = asyncio.Event()
         self._input_done = False
         self._backlog_shrunk = asyncio.Event()
-        self._send_started: float | None = None
+        self._slow_consumer = False
+        self._interim_decode: asyncio.Task[DecodeResult] | None = None
         # None once `aclose` has stopped them
         self._sender: asyncio.Task[None] | None = asyncio.create_task(
             self._send_loop(), name=f"stream-{session_id}-send"
@@ -220,7 +220,7 @@ class StreamSession:
             audio, self._final_options, Priority.FINAL, owner=self.id
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
-        return shape_final(result.segments, offset, speech_start, speech_end)
+        return shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
 
     def _speculate(self, utterance: Utterance, end: int) -> None:
         utterance.speculation = self._decode_final(utterance, end)
@@ -238,8 +238,14 @@ class StreamSession:
         utterance = self._utterance
         assert utterance is not None
         self._utterance = None
+        if self._interim_decode is not None:
+            self._interim_decode.cancel()  # its utterance is over: the final says it all
         spec = utterance.speculation
-        if spec is not None and utterance.speculation_speech_end == utterance.last_speech_end:
+        if (
+            spec is not None
+            and utterance.speculation_speech_end == utterance.last_speech_end
+            and end >= utterance.last_speech_end
+        ):
             decode = spec  # no speech since it started: same words, already (partly) decoded
         else:
             if spec is not None:
@@ -249,7 +255,7 @@ class StreamSession:
             PendingFinal(
                 utterance_id=utterance.id,
                 decode=decode,
-                fallback_end=_seconds(utterance.last_speech_end),
+                fallback_end=_seconds(min(utterance.last_speech_end, end)),
                 audible_end=audible_end(
                     self._buffer.slice(utterance.onset, end), _seconds(utterance.onset)
                 ),
@@ -329,20 +335,23 @@ class StreamSession:
         growing our memory, and loses nothing.
 
         Raises:
-            SlowConsumer: one send has been blocked for SLOW_CONSUMER_S (client not reading).
+            SlowConsumer: the client stopped reading (a send timed out), so nothing more can
+                be delivered.
         """
         while len(self._ordered) >= MAX_BACKLOG:
-            if (
-                self._send_started is not None
-                and time.monotonic() - self._send_started > SLOW_CONSUMER_S
-            ):
+            if self._slow_consumer:
                 raise SlowConsumer()
             self._backlog_shrunk.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
-                    await self._backlog_shrunk.wait()
+            await self._backlog_shrunk.wait()
 
     async def _send_loop(self) -> None:
+        try:
+            await self._deliver()
+        except SlowConsumer:
+            self._slow_consumer = True
+            self._backlog_shrunk.set()  # wakes wait_for_backlog, which tells the handler
+
+    async def _deliver(self) -> None:
         while True:
             if self._ordered:
                 item = self._ordered[0]
@@ -355,9 +364,7 @@ class StreamSession:
                 self._ordered.popleft()
                 self._backlog_shrunk.set()
                 for message in messages:
-                    self._send_started = time.monotonic()
                     await self._send(message)
-                    self._send_started = None
                     if message["type"] == "speech_started":
                         self._announced = message["utterance_id"]
                     elif message["type"] == "speech_ended":
@@ -394,7 +401,7 @@ class StreamSession:
                     text.start,
                     end,
                     text.confidence,
-                    self.config.language or "en",
+                    text.language,
                     text.words,
                 )
             )
@@ -420,22 +427,34 @@ class StreamSession:
             utterance = self._utterance
             if utterance is None or utterance.silence >= self._speculative:
                 continue
-            if self._buffer.end - utterance.interim_at < self._interim_interval_now():
+            grown = self._buffer.end - utterance.interim_at
+            # the cheap test first: this runs for every incoming frame
+            if grown < self._interim_interval or grown < self._interim_interval_now():
                 continue
             utterance.interim_at = self._buffer.end
             audio = self._buffer.slice(utterance.start, self._buffer.end)
-            try:
-                result = await self._scheduler.transcribe(
+            decode = asyncio.create_task(
+                self._scheduler.transcribe(
                     audio,
                     self._interim_options,
                     Priority.INTERIM,
-                    coalesce_key=self.id,
                     owner=self.id,
                     encoder_window_s=max(INTERIM_MIN_WINDOW_S, audio.size / TARGET_RATE + 1.0),
                 )
-            except (DecodeSuperseded, DecodeFailed):
+            )
+            self._interim_decode = decode
+            try:
+                # wait() rather than await: cancelling the decode (its utterance ended) must not
+                # look like cancelling this loop
+                await asyncio.wait({decode})
+            finally:
+                self._interim_decode = None
+                if not decode.done():
+                    decode.cancel()
+            if decode.cancelled() or decode.exception() is not None:
                 self._metrics.interims_dropped.inc()
                 continue
+            result = decode.result()
             self._metrics.decode_seconds.labels(kind="interim").observe(result.decode_seconds)
             if self._utterance is not utterance:
                 self._metrics.interims_dropped.inc()  # its final is on the way

@@ -931,6 +931,12 @@ class SpeechStream(stt.RecognizeStream):
             self._report_usage()
             self._stop_speaking()
         elif kind == "error":
+            if data.get("code") == "internal":
+                # The sidecar failed on one utterance and goes on (its speech_ended follows and
+                # trims it): reconnecting would replay the same audio into the same failure.
+                self._emit_error(_server_error(data), recoverable=True)
+                logger.warning("sidecar could not transcribe an utterance; stream goes on")
+                return
             raise _server_error(data)
         else:
             logger.debug("ignoring sidecar message %s", kind)
