@@ -30,6 +30,7 @@ import json
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,15 @@ class Soak:
         extra = sum(s.extra for s in self.streams)
         print(self.row("all", self.judged, extra), flush=True)
         missing = sum(not j.delivered for j in self.judged)
+        wrong = Counter(
+            (j.reference, j.hypothesis)
+            for j in self.judged
+            if j.delivered and wer(j.reference, j.hypothesis) > 0
+        )
+        if wrong:
+            print("\nmost frequent transcripts with errors (count: reference | hypothesis):")
+            for (reference, hypothesis), count in wrong.most_common(6):
+                print(f"  {count:4d}: {reference} | {hypothesis}")
         print(
             f"\n{self.args.streams} stream(s) x {self.args.minutes:g} min of "
             f"{Path(self.args.audio).name} "
