@@ -59,7 +59,8 @@ async def test_burst_beyond_max_pending(
 ) -> None:
     """Two bursts of 16 at once: 503 + Retry-After for the excess, right words for the rest,
     and memory that does not climb from one burst to the next."""
-    await assert_transcribes(server, name="jfk.wav")  # first-decode allocations out of the way
+    # First-decode allocations out of the way, on both decode workers (two at once).
+    await asyncio.gather(*(assert_transcribes(server, name="jfk.wav") for _ in range(2)))
     baseline = rss_bytes(server)
     peaks = []
     for round_ in range(2):
