@@ -85,7 +85,10 @@ async def test_burst_beyond_max_pending(
     # Two decodes' working memory (~60-110 MiB measured for tiny.en on CPU) over idle, and no
     # climb between bursts: the refused requests are turned away before their bodies are read.
     assert peaks[0] - baseline < 150 * 1024 * 1024, (baseline, peaks)
-    assert peaks[1] - peaks[0] < 30 * 1024 * 1024, peaks
+    # Peaks are sampled while two decodes run at once (two decode workers); from one burst to
+    # the next they differ by up to ~40 MiB either way (measured), so only a climb beyond that
+    # counts.
+    assert peaks[1] - peaks[0] < 60 * 1024 * 1024, peaks
 
 
 async def test_clients_that_give_up_release_their_slots(server: SidecarProcess) -> None:
