@@ -13,7 +13,6 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..app import STATE, SidecarState
-from ..errors import ApiError
 from . import protocol
 from .protocol import ProtocolViolation
 from .session import SlowConsumer, StreamSession
@@ -85,7 +84,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=15.0, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     conn = StreamConnection(ws=ws, request=request)
-    if state.active_streams >= state.settings.max_streams or request.app[CONNECTIONS] is None:
+    if state.active_streams >= state.settings.max_streams:
         state.metrics.rejected_streams.inc()
         await _fail(
             conn,
@@ -254,4 +253,4 @@ def add_streaming_routes(app: web.Application) -> None:
     app.on_shutdown.append(shutdown_streams)
 
 
-__all__ = ["ApiError", "add_streaming_routes"]
+__all__ = ["add_streaming_routes"]
