@@ -197,9 +197,9 @@ async def test_replay_after_cut_is_exact(scripted: ScriptedSidecar) -> None:
 
 async def test_replay_buffer_bounds() -> None:
     """Old audio beyond the bound goes (the caller is warned); trims split chunks exactly."""
-    from livekit.plugins.custom_stt.stt import _ReplayBuffer
+    from livekit.plugins.custom_stt._replay import ReplayBuffer
 
-    buf = _ReplayBuffer(max_samples=1000)
+    buf = ReplayBuffer(max_samples=1000)
     chunk = np.arange(400, dtype=np.int16).tobytes()
     assert buf.append_audio(chunk) == 0
     assert buf.append_audio(chunk) == 0
@@ -229,18 +229,18 @@ async def test_replay_buffer_bounds() -> None:
     ],
 )
 def test_server_error_codes_map_to_retryability(code: str, status: int, retryable: bool) -> None:
-    from livekit.plugins.custom_stt.stt import _server_error
+    from livekit.plugins.custom_stt._errors import server_error
 
-    err = _server_error({"type": "error", "code": code, "message": "why"})
+    err = server_error({"type": "error", "code": code, "message": "why"})
     assert (err.status_code, err.retryable) == (status, retryable)
     assert "why" in err.message and code in err.message
 
 
 def test_close_codes_map_to_retryability() -> None:
-    from livekit.plugins.custom_stt.stt import _close_error
+    from livekit.plugins.custom_stt._errors import close_error
 
-    assert _close_error(1013).retryable  # try again later
-    assert _close_error(1001).retryable  # sidecar going away (restart)
-    assert _close_error(1006).retryable  # connection dropped
-    assert _close_error(None).retryable
-    assert not _close_error(1008).retryable  # policy violation: would fail again
+    assert close_error(1013).retryable  # try again later
+    assert close_error(1001).retryable  # sidecar going away (restart)
+    assert close_error(1006).retryable  # connection dropped
+    assert close_error(None).retryable
+    assert not close_error(1008).retryable  # policy violation: would fail again

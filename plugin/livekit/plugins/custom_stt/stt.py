@@ -14,13 +14,11 @@ import asyncio
 import dataclasses
 import io
 import json
-import math
 import os
 import time
 import weakref
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 import aiohttp
@@ -30,57 +28,40 @@ from livekit.agents import (
     DEFAULT_API_CONNECT_OPTIONS,
     APIConnectionError,
     APIConnectOptions,
-    APIStatusError,
     APITimeoutError,
-    LanguageCode,
     create_api_error_from_http,
     stt,
     utils,
 )
-from livekit.agents.types import NOT_GIVEN, NotGivenOr, TimedString
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer, is_given
 
+from ._connection import Connection
+from ._errors import error_message, handshake_error, read_error_body, server_error
+from ._protocol import CHUNK_SAMPLES as CHUNK_SAMPLES
+from ._protocol import (
+    CLOSE_MSG,
+    FLUSH_MSG,
+    KEEPALIVE_MSG,
+    KEEPALIVE_S,
+    config_message,
+    language_param,
+    parse_message,
+)
+from ._protocol import SAMPLE_RATE as SAMPLE_RATE
+from ._replay import Entry, ReplayBuffer
+from ._results import speech_data_from_final, speech_data_from_interim, speech_data_from_verbose
 from .log import logger
 from .models import STTLanguages, STTModels, STTTasks
 
-SAMPLE_RATE = 16000
-"""The rate the stream sends; the base class resamples pushed frames to it."""
-CHUNK_SAMPLES = SAMPLE_RATE // 20
-"""50 ms per WebSocket frame: small enough for low latency, large enough to keep overhead low."""
 DEFAULT_BASE_URL = "http://127.0.0.1:8765"
 DEFAULT_MAX_REPLAY_S = 30.0
-# With no utterance open, audio older than this cannot hold speech the server has not reported
-# (its VAD answers within a second), so it is dropped from the replay buffer without a warning.
-_QUIET_KEEP_S = 10.0
-# The sidecar reports an utterance's start at the VAD onset but decodes from ~0.4 s before it
-# (Silero fires late); a trim never cuts into that pre-roll of a reported next utterance.
-_PRE_ROLL_S = 0.5
 
 DEFAULT_CONN_OPTIONS = APIConnectOptions(max_retry=20, retry_interval=1.0, timeout=10.0)
 """The framework's default retries for about 4 s in all (0.1 s, then 2 s, three tries), less than
 a sidecar restart plus model warm-up. Twenty tries one second apart ride out ~19 s of downtime:
 a sidecar away for 10 s plus its model load, with margin on a busy machine (twelve, ~11 s, left
 none: tests/reliability/test_faults.py). The base class resets the count after every final."""
-
-# Server error codes (issue 4) -> the HTTP-like status that decides retryability in
-# `APIStatusError`: 4xx other than 408/429/499 are final, everything else is retried.
-_ERROR_STATUS = {
-    "invalid_config": 400,
-    "protocol_error": 400,
-    "frame_too_large": 413,
-    "invalid_api_key": 401,
-    "overloaded": 503,
-    "slow_consumer": 503,
-    "idle_timeout": 408,
-    "going_away": 503,
-    "internal": 500,
-}
-
-_CLOSE_TYPES = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
-_FLUSH_MSG = json.dumps({"type": "flush"})
-_CLOSE_MSG = json.dumps({"type": "close"})
-_KEEPALIVE_MSG = json.dumps({"type": "keepalive"})
-_KEEPALIVE_S = 10.0
 
 
 @dataclass
@@ -117,28 +98,19 @@ class STTOptions:
 
     def stream_config(self) -> dict[str, Any]:
         """The first message of a stream; exactly the keys the protocol defines."""
-        return {
-            "type": "config",
-            "language": _language_param(self.language),
-            "sample_rate": SAMPLE_RATE,
-            "encoding": "pcm_s16le",
-            "channels": 1,
-            "task": self.task,
-            "interim_results": self.interim_results,
-            "prompt": self.prompt,
-        }
-
-
-def _language_param(language: str | None) -> str | None:
-    """The base code Whisper takes (``en`` from ``en-US`` or ``english``); None detects."""
-    return LanguageCode(language).language if language else None
+        return config_message(
+            language=self.language,
+            task=self.task,
+            interim_results=self.interim_results,
+            prompt=self.prompt,
+        )
 
 
 def _given_changes(**kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if is_given(v)}
 
 
-class STT(stt.STT):
+class STT(stt.STT[NoReturn]):  # no events beyond the base class's
     """LiveKit STT backed by the faster-whisper sidecar (``python -m stt_sidecar``)."""
 
     def __init__(
@@ -278,8 +250,8 @@ class STT(stt.STT):
         form.add_field("response_format", "verbose_json")
         form.add_field("timestamp_granularities[]", "word")
         form.add_field("timestamp_granularities[]", "segment")
-        if _language_param(lang):
-            form.add_field("language", _language_param(lang))
+        if language_param(lang):
+            form.add_field("language", language_param(lang))
         if opts.prompt:
             form.add_field("prompt", opts.prompt)
         path = "/v1/audio/translations" if opts.task == "translate" else "/v1/audio/transcriptions"
@@ -296,9 +268,9 @@ class STT(stt.STT):
             ) as resp:
                 request_id = resp.headers.get("X-Request-Id")
                 if resp.status != 200:
-                    body = await _read_error_body(resp)
+                    body = await read_error_body(resp)
                     raise create_api_error_from_http(
-                        _error_message(body), status=resp.status, request_id=request_id, body=body
+                        error_message(body), status=resp.status, request_id=request_id, body=body
                     )
                 data = await resp.json()
         except asyncio.TimeoutError:
@@ -316,7 +288,7 @@ class STT(stt.STT):
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=request_id or "",
-            alternatives=[_speech_data_from_verbose(data, fallback_language=lang)],
+            alternatives=[speech_data_from_verbose(data, fallback_language=lang)],
         )
 
     def stream(
@@ -384,183 +356,6 @@ class STT(stt.STT):
             self._owned_session = None
 
 
-async def _read_error_body(resp: aiohttp.ClientResponse) -> object:
-    try:
-        return await resp.json(content_type=None)
-    except (ValueError, aiohttp.ClientError):
-        return (await resp.text(errors="replace"))[:500]
-
-
-def _error_message(body: object) -> str:
-    """The message of an OpenAI-style ``{"error": {"message": ...}}`` body, if any."""
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
-        if isinstance(err, str):
-            return err
-    return body if isinstance(body, str) else ""
-
-
-def _clamp01(x: float) -> float:
-    return 0.0 if not math.isfinite(x) else min(1.0, max(0.0, x))
-
-
-def _word_confidence(w: dict[str, Any]) -> float | None:
-    for key in ("confidence", "probability"):
-        if isinstance(w.get(key), (int, float)):
-            return _clamp01(float(w[key]))
-    return None
-
-
-def _timed_words(words: list[dict[str, Any]], offset: float) -> list[TimedString]:
-    out = []
-    for w in words:
-        text = str(w.get("word", "")).strip()
-        if not text:
-            continue
-        conf = _word_confidence(w)
-        out.append(
-            TimedString(
-                text,
-                start_time=float(w.get("start", 0.0)) + offset,
-                end_time=float(w.get("end", 0.0)) + offset,
-                confidence=conf if conf is not None else NOT_GIVEN,
-                start_time_offset=offset,
-            )
-        )
-    return out
-
-
-def _speech_data_from_verbose(
-    data: dict[str, Any], *, fallback_language: str | None
-) -> stt.SpeechData:
-    """SpeechData from an OpenAI ``verbose_json`` transcription (words and segments optional)."""
-    words = data.get("words") or []
-    segments = data.get("segments") or []
-    if words:
-        start, end = float(words[0].get("start", 0.0)), float(words[-1].get("end", 0.0))
-    elif segments:
-        start, end = float(segments[0].get("start", 0.0)), float(segments[-1].get("end", 0.0))
-    else:
-        start, end = 0.0, float(data.get("duration") or 0.0)
-    confs = [c for c in (_word_confidence(w) for w in words) if c is not None]
-    if confs:
-        confidence = sum(confs) / len(confs)
-    elif segments and all("avg_logprob" in s for s in segments):
-        # mean token probability of the decode, the same scale as Whisper's word probabilities
-        confidence = _clamp01(math.exp(sum(s["avg_logprob"] for s in segments) / len(segments)))
-    else:
-        confidence = 0.0
-    return stt.SpeechData(
-        language=LanguageCode(data.get("language") or fallback_language or ""),
-        text=str(data.get("text", "")).strip(),
-        start_time=start,
-        end_time=end,
-        confidence=confidence,
-        words=_timed_words(words, 0.0),
-    )
-
-
-@dataclass
-class _Entry:
-    """One item of the replay buffer: 50 ms of PCM, or a flush marker (``data is None``)."""
-
-    start: int  # stream sample index of the first sample (of the flush point for a marker)
-    data: bytes | None
-
-    @property
-    def samples(self) -> int:
-        return len(self.data) // 2 if self.data is not None else 0
-
-
-class _ReplayBuffer:
-    """Audio sent since the last final (plus unacknowledged flushes), in stream sample time.
-
-    Invariant: the audio entries cover ``[base, end)`` without gaps.
-    """
-
-    def __init__(self, max_samples: int) -> None:
-        self._entries: deque[_Entry] = deque()
-        self._max = max_samples
-        self.base = 0
-        self.end = 0
-
-    def append_audio(self, data: bytes) -> int:
-        """Add sent audio; returns how many samples the size bound pushed out of the front."""
-        self._entries.append(_Entry(self.end, data))
-        self.end += len(data) // 2
-        overflow = self.end - self.base - self._max
-        if overflow > 0:
-            self.trim(self.base + overflow)
-            return overflow
-        return 0
-
-    def append_flush(self) -> _Entry:
-        entry = _Entry(self.end, None)
-        self._entries.append(entry)
-        return entry
-
-    def remove_marker(self, marker: _Entry) -> None:
-        try:
-            self._entries.remove(marker)
-        except ValueError:
-            pass  # already trimmed away
-
-    def trim(self, sample: int) -> None:
-        """Forget audio (and flush markers) before stream sample ``sample``."""
-        sample = min(sample, self.end)
-        if sample <= self.base:
-            return
-        while self._entries:
-            e = self._entries[0]
-            if e.data is None:
-                if e.start < sample:
-                    self._entries.popleft()
-                    continue
-                break
-            if e.start + e.samples <= sample:
-                self._entries.popleft()
-                continue
-            if e.start < sample:
-                cut = (sample - e.start) * 2
-                self._entries[0] = _Entry(sample, e.data[cut:])
-            break
-        self.base = sample
-
-    def snapshot(self) -> list[_Entry]:
-        return list(self._entries)
-
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.base) / SAMPLE_RATE
-
-
-@dataclass
-class _Connection:
-    """Per-connection state: the sidecar's times are relative to the connection's first sample."""
-
-    base: int  # stream sample index of this connection's time 0
-    live_from: int = 0  # stream sample where live audio starts (after the replay)
-    session_id: str = ""
-    # utterance id -> whether its final has arrived; removed at speech_ended
-    open: dict[int, bool] = field(default_factory=dict)
-    starts: dict[int, int] = field(default_factory=dict)  # utterance id -> start sample
-    flushes: deque[_Entry] = field(default_factory=deque)  # sent, awaiting "flushed"
-    closing: bool = False
-    closed: bool = False
-
-    def to_sample(self, t: Any) -> int:
-        return self.base + round(float(t) * SAMPLE_RATE)
-
-    def has_unfinalized(self) -> bool:
-        return any(not has_final for has_final in self.open.values())
-
-    def next_start(self, after_id: int) -> int | None:
-        later = [s for uid, s in self.starts.items() if uid > after_id]
-        return min(later) if later else None
-
-
 class SpeechStream(stt.RecognizeStream):
     """A live transcription over the sidecar's ``/v1/stream`` WebSocket.
 
@@ -585,7 +380,7 @@ class SpeechStream(stt.RecognizeStream):
         self._reconnect_event = asyncio.Event()
         # Stream-level, not per connection: its sub-chunk remainder survives a reconnect.
         self._bstream = utils.audio.AudioByteStream(SAMPLE_RATE, 1, CHUNK_SAMPLES)
-        self._replay = _ReplayBuffer(int(max_replay_s * SAMPLE_RATE))
+        self._replay = ReplayBuffer(int(max_replay_s * SAMPLE_RATE))
         self._input_done = False
         self._speaking = False
         self._usage_reported = 0  # stream samples already reported as RECOGNITION_USAGE
@@ -655,7 +450,7 @@ class SpeechStream(stt.RecognizeStream):
                 self._start_time = self._first_start_time
         self._last_run_start = now
 
-    def _seconds(self, conn: _Connection, t: Any) -> float:
+    def _seconds(self, conn: Connection, t: Any) -> float:
         """A sidecar time on ``conn`` as seconds on the caller's timeline."""
         return self.start_time_offset + conn.base / SAMPLE_RATE + float(t or 0.0)
 
@@ -665,7 +460,7 @@ class SpeechStream(stt.RecognizeStream):
         self._restore_timeline()
         while True:
             ws = await self._connect_ws()
-            conn = _Connection(base=self._replay.base, live_from=self._replay.end)
+            conn = Connection(base=self._replay.base, live_from=self._replay.end)
             tasks: list[asyncio.Task[Any]] = []
             try:
                 # cleared here, not before connecting: the config sent next already carries
@@ -719,7 +514,7 @@ class SpeechStream(stt.RecognizeStream):
             raise APITimeoutError(f"timed out connecting to the sidecar at {url}") from None
         except aiohttp.WSServerHandshakeError as e:
             # `from None` everywhere here: the aiohttp errors carry the request headers
-            raise _handshake_error(e.status, e.headers) from None
+            raise handshake_error(e.status, e.headers) from None
         except (aiohttp.ClientError, OSError) as e:
             raise APIConnectionError(
                 f"cannot connect to the sidecar at {url} ({type(e).__name__})"
@@ -727,14 +522,14 @@ class SpeechStream(stt.RecognizeStream):
         self._report_connection_acquired(time.perf_counter() - started, False)
         return ws
 
-    async def _configure(self, ws: aiohttp.ClientWebSocketResponse, conn: _Connection) -> None:
+    async def _configure(self, ws: aiohttp.ClientWebSocketResponse, conn: Connection) -> None:
         """Send the config and wait for ``ready`` (so a bad config fails before any audio)."""
         try:
             await ws.send_str(json.dumps(self._opts.stream_config()))
             deadline = time.monotonic() + self._conn_options.timeout
             while True:
                 msg = await ws.receive(timeout=max(0.0, deadline - time.monotonic()))
-                data = self._parse(msg, ws, conn)
+                data = parse_message(msg, ws.close_code)
                 if data is None:
                     continue
                 if data.get("type") == "ready":
@@ -746,7 +541,7 @@ class SpeechStream(stt.RecognizeStream):
                     )
                     return
                 if data.get("type") == "error":
-                    raise _server_error(data)
+                    raise server_error(data)
                 logger.debug("ignoring %s before ready", data.get("type"))
         except asyncio.TimeoutError:
             raise APITimeoutError("the sidecar did not answer the stream config in time") from None
@@ -755,34 +550,7 @@ class SpeechStream(stt.RecognizeStream):
                 f"sidecar connection lost during setup ({type(e).__name__})"
             ) from None
 
-    def _parse(
-        self, msg: aiohttp.WSMessage, ws: aiohttp.ClientWebSocketResponse, conn: _Connection
-    ) -> dict[str, Any] | None:
-        """The JSON of a text message; raises the right error on a close, None to skip."""
-        if msg.type in (
-            aiohttp.WSMsgType.CLOSE,
-            aiohttp.WSMsgType.CLOSING,
-            aiohttp.WSMsgType.CLOSED,
-        ):
-            raise _close_error(ws.close_code)
-        if msg.type == aiohttp.WSMsgType.ERROR:
-            raise APIConnectionError(
-                f"sidecar connection failed ({type(msg.data).__name__})"
-            ) from None
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            logger.warning("unexpected WebSocket message type %s from the sidecar", msg.type)
-            return None
-        try:
-            data = json.loads(msg.data)
-        except ValueError:
-            logger.exception("sidecar sent a message that is not JSON")
-            return None
-        if not isinstance(data, dict):
-            logger.warning("sidecar sent a message that is not an object")
-            return None
-        return data
-
-    def _after_connection(self, conn: _Connection) -> None:
+    def _after_connection(self, conn: Connection) -> None:
         # An utterance whose final already arrived will not be replayed, so its END would never
         # come; one still unfinalized continues on the next connection, so START/END stay open.
         if self._speaking and not conn.has_unfinalized() and not conn.closed:
@@ -800,17 +568,17 @@ class SpeechStream(stt.RecognizeStream):
                 logger.warning(
                     "replay buffer full: unfinalized audio older than %.0f s is dropped and "
                     "would be lost if the connection broke now",
-                    self._replay._max / SAMPLE_RATE,
+                    self._replay.max_samples / SAMPLE_RATE,
                 )
         return chunks
 
     async def _send_flush(
-        self, ws: aiohttp.ClientWebSocketResponse, conn: _Connection, marker: _Entry
+        self, ws: aiohttp.ClientWebSocketResponse, conn: Connection, marker: Entry
     ) -> None:
         conn.flushes.append(marker)
-        await ws.send_str(_FLUSH_MSG)
+        await ws.send_str(FLUSH_MSG)
 
-    async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse, conn: _Connection) -> None:
+    async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse, conn: Connection) -> None:
         try:
             replayed = 0
             for entry in self._replay.snapshot():
@@ -844,7 +612,7 @@ class SpeechStream(stt.RecognizeStream):
                 for chunk in chunks:
                     await ws.send_bytes(chunk)
             conn.closing = True
-            await ws.send_str(_CLOSE_MSG)
+            await ws.send_str(CLOSE_MSG)
         except (aiohttp.ClientError, ConnectionError) as e:
             raise APIConnectionError(
                 f"sidecar connection lost while sending ({type(e).__name__})"
@@ -855,34 +623,32 @@ class SpeechStream(stt.RecognizeStream):
         # a paused input (muted mic, end_input pending) is not a dead client.
         try:
             while True:
-                await asyncio.sleep(_KEEPALIVE_S)
-                await ws.send_str(_KEEPALIVE_MSG)
+                await asyncio.sleep(KEEPALIVE_S)
+                await ws.send_str(KEEPALIVE_MSG)
         except (aiohttp.ClientError, ConnectionError):
             return  # the receive side reports the broken connection
 
-    def _quiet_trim(self, conn: _Connection) -> None:
-        keep = int(_QUIET_KEEP_S * SAMPLE_RATE)
-        # Only once this connection has had live audio for a while: right after a replay the
-        # sidecar has not yet reported on the replayed audio, silence or not.
-        if not conn.open and not conn.flushes and self._replay.end - conn.live_from > keep:
-            self._replay.trim(self._replay.end - keep)
+    def _quiet_trim(self, conn: Connection) -> None:
+        point = conn.quiet_trim_point(self._replay.end)
+        if point is not None:
+            self._replay.trim(point)
 
     # -- receiving --------------------------------------------------------------------------
 
-    async def _recv_loop(self, ws: aiohttp.ClientWebSocketResponse, conn: _Connection) -> None:
+    async def _recv_loop(self, ws: aiohttp.ClientWebSocketResponse, conn: Connection) -> None:
         while True:
             try:
                 msg = await ws.receive()
             except (aiohttp.ClientError, ConnectionError) as e:
                 raise APIConnectionError(f"sidecar connection lost ({type(e).__name__})") from None
-            data = self._parse(msg, ws, conn)
+            data = parse_message(msg, ws.close_code)
             if data is None:
                 continue
             self._handle(data, conn)
             if conn.closed:
                 return
 
-    def _handle(self, data: dict[str, Any], conn: _Connection) -> None:
+    def _handle(self, data: dict[str, Any], conn: Connection) -> None:
         kind = data.get("type")
         logger.debug("sidecar message %s", kind, extra={"lk.pii.data": data})
         if kind == "speech_started":
@@ -893,22 +659,16 @@ class SpeechStream(stt.RecognizeStream):
         elif kind == "interim":
             uid = int(data.get("utterance_id", -1))
             conn.open.setdefault(uid, False)
-            text = str(data.get("text", "")).strip()
-            if text:
+            if str(data.get("text", "")).strip():
+                speech = speech_data_from_interim(
+                    data, offset=self._seconds(conn, 0.0), language=self._opts.language
+                )
                 self._start_speaking()
                 self._event_ch.send_nowait(
                     stt.SpeechEvent(
                         type=stt.SpeechEventType.INTERIM_TRANSCRIPT,
                         request_id=f"{conn.session_id}:{uid}",
-                        alternatives=[
-                            stt.SpeechData(
-                                language=LanguageCode(self._opts.language or ""),
-                                text=text,
-                                start_time=self._seconds(conn, data.get("start")),
-                                end_time=self._seconds(conn, data.get("end")),
-                                metadata={"stable_text": str(data.get("stable_text", "")).strip()},
-                            )
-                        ],
+                        alternatives=[speech],
                     )
                 )
         elif kind == "final":
@@ -934,47 +694,30 @@ class SpeechStream(stt.RecognizeStream):
             if data.get("code") == "internal":
                 # The sidecar failed on one utterance and goes on (its speech_ended follows and
                 # trims it): reconnecting would replay the same audio into the same failure.
-                self._emit_error(_server_error(data), recoverable=True)
+                self._emit_error(server_error(data), recoverable=True)
                 logger.warning("sidecar could not transcribe an utterance; stream goes on")
                 return
-            raise _server_error(data)
+            raise server_error(data)
         else:
             logger.debug("ignoring sidecar message %s", kind)
 
-    def _trim_after(self, conn: _Connection, uid: int, end_sample: int) -> None:
-        # never into the (pre-rolled) start of a later utterance the sidecar already reported
-        nxt = conn.next_start(uid)
-        if nxt is not None:
-            end_sample = min(end_sample, nxt - int(_PRE_ROLL_S * SAMPLE_RATE))
-        self._replay.trim(end_sample)
+    def _trim_after(self, conn: Connection, uid: int, end_sample: int) -> None:
+        self._replay.trim(conn.trim_point(uid, end_sample))
 
-    def _on_final(self, data: dict[str, Any], conn: _Connection) -> None:
+    def _on_final(self, data: dict[str, Any], conn: Connection) -> None:
         uid = int(data.get("utterance_id", -1))
         conn.open[uid] = True
         text = str(data.get("text", "")).strip()
-        offset = self._seconds(conn, 0.0)
         if text:
+            speech = speech_data_from_final(
+                data, offset=self._seconds(conn, 0.0), fallback_language=self._opts.language
+            )
             self._start_speaking()
-            confidence = data.get("confidence")
-            words = data.get("words") or []
             self._event_ch.send_nowait(
                 stt.SpeechEvent(
                     type=stt.SpeechEventType.FINAL_TRANSCRIPT,
                     request_id=f"{conn.session_id}:{uid}",
-                    alternatives=[
-                        stt.SpeechData(
-                            language=LanguageCode(
-                                data.get("language") or self._opts.language or ""
-                            ),
-                            text=text,
-                            start_time=offset + float(data.get("start", 0.0)),
-                            end_time=offset + float(data.get("end", 0.0)),
-                            confidence=_clamp01(float(confidence))
-                            if isinstance(confidence, (int, float))
-                            else 0.0,
-                            words=_timed_words(words, offset),
-                        )
-                    ],
+                    alternatives=[speech],
                 )
             )
         self._trim_after(conn, uid, conn.to_sample(data.get("end", 0.0)))
@@ -1003,43 +746,3 @@ class SpeechStream(stt.RecognizeStream):
         if self._speaking:
             self._speaking = False
             self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
-
-
-def _handshake_error(status: int, headers: Any) -> APIStatusError:
-    hints = {
-        401: "the sidecar rejected the API key (set STT_API_KEY or api_key=)",
-        403: "the sidecar refused the stream",
-        404: "the sidecar has no /v1/stream endpoint (check base_url)",
-        503: "the sidecar is not ready (model loading or at capacity)",
-    }
-    request_id = headers.get("X-Request-Id") if headers is not None else None
-    return create_api_error_from_http(hints.get(status, ""), status=status, request_id=request_id)
-
-
-def _server_error(data: dict[str, Any]) -> APIStatusError:
-    code = str(data.get("code", "internal"))
-    message = str(data.get("message", "")) or code
-    return APIStatusError(
-        f"sidecar error {code}: {message}",
-        status_code=_ERROR_STATUS.get(code, 500),
-        body=data,
-    )
-
-
-def _close_error(close_code: int | None) -> APIStatusError:
-    code = close_code or -1
-    if code == 1008:
-        # policy violation: this client sent something the sidecar will refuse again
-        return APIStatusError(
-            "the sidecar closed the stream for a protocol violation",
-            status_code=code,
-            retryable=False,
-        )
-    reasons = {
-        1001: "the sidecar is shutting down",
-        1006: "the connection to the sidecar dropped",
-        1011: "the sidecar failed",
-        1013: "the sidecar is at capacity",
-    }
-    reason = reasons.get(code, "the sidecar closed the stream unexpectedly")
-    return APIStatusError(f"{reason} ({code})", status_code=code)
