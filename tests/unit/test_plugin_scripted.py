@@ -1,6 +1,6 @@
 """The replay contract of custom_stt.SpeechStream, byte for byte, against a scripted server.
 
-The real sidecar is used everywhere else (see test_plugin_stream.py, including SIGKILL and
+The real sidecar is used everywhere else (see tests/test_plugin_stream.py, including SIGKILL and
 restart). Only here do we need a server that cuts a connection at an exact point of the audio,
 ignores a flush, and records every byte it got, to check precisely what is replayed: the audio
 since the last final's end (nothing older, nothing lost, including the chunker's remainder and
@@ -15,14 +15,13 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import pytest
 from aiohttp import WSMsgType, web
 from livekit import rtc
 from livekit.agents import APIConnectOptions, stt
 from livekit.plugins import custom_stt
 
-from .plugin_support import Collected, clip_pcm, collect
+from ..plugin_support import Collected, clip_pcm, collect
 
 RATE = 16000
 
@@ -193,54 +192,3 @@ async def test_replay_after_cut_is_exact(scripted: ScriptedSidecar) -> None:
     types = [e.type for e in out.events]
     assert types.count(stt.SpeechEventType.START_OF_SPEECH) == 2
     assert types.count(stt.SpeechEventType.END_OF_SPEECH) == 2
-
-
-async def test_replay_buffer_bounds() -> None:
-    """Old audio beyond the bound goes (the caller is warned); trims split chunks exactly."""
-    from livekit.plugins.custom_stt._replay import ReplayBuffer
-
-    buf = ReplayBuffer(max_samples=1000)
-    chunk = np.arange(400, dtype=np.int16).tobytes()
-    assert buf.append_audio(chunk) == 0
-    assert buf.append_audio(chunk) == 0
-    marker = buf.append_flush()
-    assert buf.append_audio(chunk) == 200  # 1200 > 1000: the oldest 200 samples go
-    assert (buf.base, buf.end) == (200, 1200)
-    buf.trim(500)
-    entries = buf.snapshot()
-    assert entries[0].start == 500 and entries[0].samples == 300
-    assert marker in entries
-    buf.trim(900)  # past the marker: that flush's audio is finalized
-    assert marker not in buf.snapshot()
-    assert sum(e.samples for e in buf.snapshot()) == buf.end - buf.base == 300
-
-
-@pytest.mark.parametrize(
-    ("code", "status", "retryable"),
-    [
-        ("invalid_config", 400, False),
-        ("protocol_error", 400, False),
-        ("frame_too_large", 413, False),
-        ("overloaded", 503, True),
-        ("idle_timeout", 408, True),
-        ("slow_consumer", 503, True),
-        ("internal", 500, True),
-        ("something_new", 500, True),
-    ],
-)
-def test_server_error_codes_map_to_retryability(code: str, status: int, retryable: bool) -> None:
-    from livekit.plugins.custom_stt._errors import server_error
-
-    err = server_error({"type": "error", "code": code, "message": "why"})
-    assert (err.status_code, err.retryable) == (status, retryable)
-    assert "why" in err.message and code in err.message
-
-
-def test_close_codes_map_to_retryability() -> None:
-    from livekit.plugins.custom_stt._errors import close_error
-
-    assert close_error(1013).retryable  # try again later
-    assert close_error(1001).retryable  # sidecar going away (restart)
-    assert close_error(1006).retryable  # connection dropped
-    assert close_error(None).retryable
-    assert not close_error(1008).retryable  # policy violation: would fail again
