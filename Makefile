@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 # Re-install only when a project file that declares dependencies changed.
 STAMP := $(VENV)/.installed
 
-.PHONY: install run sidecar agent test lint bench bench-batch bench-stream bench-soak clean
+.PHONY: install run sidecar agent test test-fast lint typecheck bench bench-batch bench-stream bench-soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +27,19 @@ sidecar: install
 agent: install
 	$(PY) agent/main.py dev
 
-test: install
-	$(PY) -m pytest
+# The fast tier first (tests/unit: in-process fakes, no model, no subprocess), then the rest.
+test: test-fast
+	$(PY) -m pytest --ignore=tests/unit
+
+test-fast: install
+	$(PY) -m pytest tests/unit
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
 
 bench: bench-batch bench-stream
 
