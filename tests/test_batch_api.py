@@ -13,11 +13,13 @@ import pytest
 from .batch_support import form, reencode, silence_wav, white_noise_wav
 from .speech import DATA, clip, clips, conversation, wer
 
-# tiny.en int8 greedy measures 0-25 % per file (librivox_0880: "old-sposed" for "ill disposed")
-# and 3.1 % over the set; these bounds pass that and fail any wrong clip's text (>= 79 %).
+# tiny.en int8 greedy measures 0-29 % per file and 3.1-7.2 % over the set, depending on the
+# CPU's int8 kernels: "ill disposed" is tiny.en's borderline phrase ("old-sposed" in
+# librivox_0880 everywhere, "old-exposed" in librivox_0890 on AVX-512 machines). These bounds
+# pass that and fail any wrong clip's text (>= 79 %).
 MAX_FILE_WER = {"jfk.wav": 0.0}
 DEFAULT_MAX_FILE_WER = 0.30
-MAX_SET_WER = 0.06
+MAX_SET_WER = 0.08
 
 
 async def transcribe(url: str, audio: bytes, filename: str = "a.wav", **fields: str) -> dict:
