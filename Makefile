@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(abspath $(VENV))/bin
-# Re-install only when a project file that declares dependencies changed.
-STAMP := $(VENV)/.installed
+comma := ,
+# Optional extras, e.g. `make install EXTRAS=multilingual` (offline Whisper base).
+EXTRAS ?=
+# Re-install only when a project file that declares dependencies changed (or EXTRAS did).
+STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
 .PHONY: install run sidecar agent test test-fast lint typecheck bench bench-batch bench-stream bench-soak clean
 
@@ -12,10 +15,16 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml plugin/pyproject.toml
-	$(PY) -m pip install --disable-pip-version-check -q -e ./plugin -e ".[test]"
+	$(PY) -m pip install --disable-pip-version-check -q -e ./plugin -e ".[test$(if $(EXTRAS),$(comma)$(EXTRAS))]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The tests also cover the offline multilingual model, so they install its extra.
+TEST_STAMP := $(VENV)/.installed-test-multilingual
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[test,multilingual]"
+	touch $(TEST_STAMP)
 
 run: install
 	@test -f .env || cp .env.example .env
@@ -31,7 +40,7 @@ agent: install
 test: test-fast
 	$(PY) -m pytest --ignore=tests/unit
 
-test-fast: install
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest tests/unit
 
 lint: install

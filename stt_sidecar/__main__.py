@@ -41,7 +41,7 @@ def main() -> int:
     # faster-whisper logs at INFO on every call; keep its warnings only.
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     try:
-        source = resolve_model(settings.model)
+        source = resolve_model(settings.model, cache_dir=settings.model_cache_dir)
     except ModelUnavailableError as exc:
         print(f"stt_sidecar: cannot start: {exc}", file=sys.stderr)
         return 2

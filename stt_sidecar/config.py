@@ -47,6 +47,7 @@ class SidecarSettings:
     host: str = "127.0.0.1"
     port: int = 8765
     model: str = "tiny.en"
+    model_cache_dir: str | None = None  # None: ~/.cache/livekit-local-stt/models
     device: str = "auto"
     compute_type: str | None = None  # None: int8 on CPU, float16 on CUDA
     cpu_threads: int = 0  # per decode; 0: the cores shared out between the workers
@@ -95,6 +96,7 @@ class SidecarSettings:
             host=env.get("STT_HOST", "").strip() or d.host,
             port=_parse(env, "STT_PORT", d.port, int, minimum=0, maximum=65535),
             model=env.get("STT_MODEL", "").strip() or d.model,
+            model_cache_dir=env.get("STT_MODEL_CACHE_DIR", "").strip() or None,
             device=device,
             compute_type=env.get("STT_COMPUTE_TYPE", "").strip() or None,
             cpu_threads=_parse(env, "STT_CPU_THREADS", d.cpu_threads, int, minimum=0),

