@@ -33,7 +33,7 @@ from livekit.agents import AgentServer, AutoSubscribe, JobContext, cli  # noqa: 
 from livekit.plugins import custom_stt  # noqa: E402
 
 from agent.load import LoadReporter, ensure_streams_dir, process_stream_counter  # noqa: E402
-from agent.publisher import TranscriptPublisher  # noqa: E402
+from agent.publisher import TranscriptPublisher, announce_listening  # noqa: E402
 from agent.settings import WorkerSettings  # noqa: E402
 from agent.sidecar_ready import SidecarNotReadyError, wait_until_ready  # noqa: E402
 from agent.transcriber import RoomTranscriber  # noqa: E402
@@ -100,6 +100,7 @@ async def entrypoint(ctx: JobContext) -> None:
     """One job = one room: transcribe every participant's microphone until the room ends."""
     ctx.log_context_fields = {"room": ctx.room.name}
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    await announce_listening(ctx.room.local_participant)  # the playground waits for it
 
     stt = custom_stt.STT(
         base_url=settings.stt_url, api_key=settings.stt_api_key, language=settings.language
@@ -108,6 +109,7 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.room.local_participant,
         topic=settings.transcript_topic,
         interims=settings.publish_interims,
+        legacy=settings.publish_legacy_transcription,
     )
     room_transcriber = RoomTranscriber(
         ctx.room, stt=stt, publisher=publisher, counter=process_stream_counter()

@@ -76,6 +76,9 @@ class WorkerSettings:
     """`TRANSCRIPT_TOPIC`: data-message topic of the JSON transcripts."""
     publish_interims: bool = True
     """`PUBLISH_INTERIMS`: also publish non-final hypotheses (data and lk.transcription)."""
+    publish_legacy_transcription: bool = True
+    """`PUBLISH_LEGACY_TRANSCRIPTION`: also send the older transcription packet that clients
+    receive as `RoomEvent.TranscriptionReceived`."""
     sidecar_ready_timeout_s: float = 300.0
     """`SIDECAR_READY_TIMEOUT_S`: how long to wait for the sidecar's `/ready` before giving up;
     generous because a first run of a large model downloads it before it can warm up."""
@@ -105,6 +108,9 @@ class WorkerSettings:
             agent_name=env.get("AGENT_NAME", "").strip(),
             transcript_topic=env.get("TRANSCRIPT_TOPIC", "").strip() or d.transcript_topic,
             publish_interims=_bool(env, "PUBLISH_INTERIMS", d.publish_interims),
+            publish_legacy_transcription=_bool(
+                env, "PUBLISH_LEGACY_TRANSCRIPTION", d.publish_legacy_transcription
+            ),
             sidecar_ready_timeout_s=_float(
                 env, "SIDECAR_READY_TIMEOUT_S", d.sidecar_ready_timeout_s, minimum=0, maximum=86400
             ),
