@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 # Re-install only when a project file that declares dependencies changed.
 STAMP := $(VENV)/.installed
 
-.PHONY: install run sidecar agent test lint bench bench-batch bench-stream bench-soak clean
+.PHONY: install run sidecar agent test lint bench bench-batch bench-stream bench-soak clean browser-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ agent: install
 test: install
 	$(PY) -m pytest
 
+# The browser tests' page (livekit-client) and driver (puppeteer-core, which uses the system
+# chromium and downloads no browser), from tests/browser/package-lock.json.
+browser-deps: tests/browser/node_modules/.package-lock.json
+
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -46,4 +53,4 @@ bench-soak: install
 	$(PY) bench/soak.py --minutes 20 --streams 4
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache tests/browser/node_modules
