@@ -29,7 +29,6 @@ from typing import Protocol
 
 from livekit import rtc
 from livekit.agents.types import (
-    ATTRIBUTE_AGENT_STATE,
     ATTRIBUTE_TRANSCRIPTION_FINAL,
     ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID,
     ATTRIBUTE_TRANSCRIPTION_TRACK_ID,
@@ -88,23 +87,6 @@ class RoomPublisher(Protocol):
     ) -> rtc.TextStreamWriter: ...
 
     async def publish_transcription(self, transcription: rtc.Transcription) -> None: ...
-
-    async def set_attributes(self, attributes: dict[str, str]) -> None: ...
-
-
-async def announce_listening(participant: RoomPublisher) -> None:
-    """Set the agent's `lk.agent.state` attribute to `listening`.
-
-    `AgentSession` sets it; this worker runs without one. The agents playground
-    (components-react `useAgent`) counts an agent as connected only while the attribute is
-    `listening`, `thinking` or `speaking`: without it the agent stays "connecting", then
-    "failed" after 20 s, and the transcript panel is never shown. A failure is logged, not
-    raised: transcripts still reach every other client.
-    """
-    try:
-        await participant.set_attributes({ATTRIBUTE_AGENT_STATE: "listening"})
-    except Exception as exc:
-        logger.warning("could not set %s: %s", ATTRIBUTE_AGENT_STATE, exc)
 
 
 class TranscriptPublisher:

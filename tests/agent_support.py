@@ -99,7 +99,7 @@ class RecordingParticipant:
         self.data: list[DataRecord] = []
         self.text_streams: list[TextStreamRecord] = []
         self.legacy: list[rtc.Transcription] = []
-        self.attributes: dict[str, str] = {}
+        self.attribute_updates: list[dict[str, str]] = []
         self.changed = asyncio.Event()
 
     async def publish_data(
@@ -134,7 +134,7 @@ class RecordingParticipant:
         self.legacy.append(transcription)
 
     async def set_attributes(self, attributes: dict[str, str]) -> None:
-        self.attributes.update(attributes)
+        self.attribute_updates.append(dict(attributes))
 
     def messages(self) -> list[dict[str, Any]]:
         return [d.json() for d in self.data]

@@ -1,8 +1,7 @@
-"""The publisher's legacy transcription packet and the agent-state attribute, below the room.
+"""The publisher's legacy transcription packet, below the room.
 
 The one stand-in is `RecordingParticipant` (the agent's `room.local_participant`); the live
-counterparts are tests/browser/ (a browser receives all three channels, and the agents
-playground shows the captions because of `lk.agent.state`).
+counterpart is tests/browser/ (a browser shows all three channels).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import logging
 import pytest
 from livekit import rtc
 
-from agent.publisher import Transcript, TranscriptPublisher, announce_listening
+from agent.publisher import Transcript, TranscriptPublisher
 from agent.settings import SettingsError, WorkerSettings
 
 from .agent_support import RecordingParticipant
@@ -88,22 +87,6 @@ async def test_a_failed_legacy_send_is_logged_and_never_stops_the_others(
             await publisher.publish(t)
     assert len(room.data) == len(room.text_streams) == 3
     assert "legacy transcription of alice" in caplog.text
-
-
-async def test_announce_listening_sets_the_state_the_playground_waits_for(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    room = RecordingParticipant()
-    await announce_listening(room)
-    assert room.attributes == {"lk.agent.state": "listening"}
-
-    class NoPermission(RecordingParticipant):
-        async def set_attributes(self, attributes: dict[str, str]) -> None:
-            raise RuntimeError("does not have permission to update own metadata")
-
-    with caplog.at_level(logging.WARNING, logger="agent.publisher"):
-        await announce_listening(NoPermission())  # logged, not raised
-    assert "could not set lk.agent.state" in caplog.text
 
 
 def test_legacy_setting() -> None:
