@@ -25,15 +25,17 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_initializing_then_listening_on_the_first_subscription() -> None:
+async def test_initializing_then_listening_after_the_first_subscription() -> None:
     participant, room = RecordingParticipant(), rtc.EventEmitter()
-    announcer = AgentStateAnnouncer(participant, room, fallback_s=30)
+    announcer = AgentStateAnnouncer(participant, room, delay_s=0.1, fallback_s=30)
     await announcer.start()
     assert participant.attribute_updates == [{STATE: "initializing"}]
 
     room.emit("track_subscribed", object(), object(), object())
+    await asyncio.sleep(0.05)
     room.emit("track_subscribed", object(), object(), object())  # a second microphone
-    await _settle()
+    assert participant.attribute_updates == [{STATE: "initializing"}]  # not yet: delay_s
+    await asyncio.sleep(0.2)
     # a change after the join is what components-react <= 2.9.23 needs to see the state
     assert participant.attribute_updates == [{STATE: "initializing"}, {STATE: "listening"}]
     await announcer.aclose()
@@ -41,7 +43,7 @@ async def test_initializing_then_listening_on_the_first_subscription() -> None:
 
 async def test_listening_after_the_fallback_without_any_microphone() -> None:
     participant, room = RecordingParticipant(), rtc.EventEmitter()
-    announcer = AgentStateAnnouncer(participant, room, fallback_s=0.05)
+    announcer = AgentStateAnnouncer(participant, room, delay_s=0, fallback_s=0.05)
     await announcer.start()
     await asyncio.sleep(0.2)
     assert participant.attribute_updates == [{STATE: "initializing"}, {STATE: "listening"}]
@@ -53,7 +55,7 @@ async def test_listening_after_the_fallback_without_any_microphone() -> None:
 
 async def test_closed_before_the_fallback_sets_nothing_more() -> None:
     participant, room = RecordingParticipant(), rtc.EventEmitter()
-    announcer = AgentStateAnnouncer(participant, room, fallback_s=0.05)
+    announcer = AgentStateAnnouncer(participant, room, delay_s=0, fallback_s=0.05)
     await announcer.start()
     await announcer.aclose()
     await asyncio.sleep(0.1)
@@ -68,7 +70,7 @@ async def test_a_refused_update_is_logged_not_raised(caplog: pytest.LogCaptureFi
             raise RuntimeError("does not have permission to update own metadata")
 
     room = rtc.EventEmitter()
-    announcer = AgentStateAnnouncer(NoPermission(), room, fallback_s=30)
+    announcer = AgentStateAnnouncer(NoPermission(), room, delay_s=0, fallback_s=30)
     with caplog.at_level(logging.WARNING, logger="agent.agent_state"):
         await announcer.start()
         room.emit("track_subscribed", object(), object(), object())

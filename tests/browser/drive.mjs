@@ -3,6 +3,7 @@
 // expected words are on the page this prints a JSON report and saves a screenshot.
 //
 //   node drive.mjs '{"mode": "captions"|"playground", "pageUrl": ..., "wav": ..., "words": [...],
+//                    "minFraction": 0.8,
 //                    "screenshot": ..., "chromium": "/usr/bin/chromium", "timeoutS": 90,
 //                    "viewport": {"width", "height"}, "settleS": 3,
 //                    "livekitUrl": ..., "token": ...}'   (the last two: playground mode only)
@@ -14,9 +15,11 @@ const timeoutMs = (cfg.timeoutS ?? 90) * 1000;
 
 const normalise = (text) =>
   text.toLowerCase().replace(/[^a-z0-9' ]+/g, " ").split(/\s+/).filter(Boolean);
+// Most of the words (tiny.en may mishear one or two; the test scores the WER itself).
 const hasWords = (text, words) => {
   const seen = new Set(normalise(text));
-  return words.every((w) => seen.has(w));
+  const wanted = [...new Set(words)];
+  return wanted.filter((w) => seen.has(w)).length >= (cfg.minFraction ?? 0.8) * wanted.length;
 };
 
 const args = [
