@@ -11,8 +11,8 @@ change must reach the browser after it has seen the agent join: components-react
 (the playground's lockfile pins 2.9.20) reads the state only from attribute-change events
 that arrive once it knows the agent, and a value set at join time is folded into the join.
 The first subscription happens about when the server announces the agent to the others, so
-`delay_s` gives the browser that margin (measured: without it the playground sometimes
-missed the change on a loaded machine).
+`delay_s` gives the browser a margin to render the agent first (a margin by reasoning, not a
+measured race).
 """
 
 from __future__ import annotations
