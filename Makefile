@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 # Re-install only when a project file that declares dependencies changed.
 STAMP := $(VENV)/.installed
 
-.PHONY: install run sidecar agent test lint bench bench-batch bench-stream bench-soak clean browser-deps
+.PHONY: install run sidecar agent test lint bench bench-batch bench-stream bench-soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +30,6 @@ agent: install
 test: install
 	$(PY) -m pytest
 
-# The browser tests' page (livekit-client) and driver (puppeteer-core, which uses the system
-# chromium and downloads no browser), from tests/browser/package-lock.json.
-browser-deps: tests/browser/node_modules/.package-lock.json
-
-tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
-	npm ci --prefix tests/browser --no-audit --no-fund
-
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -54,3 +47,11 @@ bench-soak: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/browser/node_modules
+
+.PHONY: browser-deps
+# The browser tests' page (livekit-client) and driver (puppeteer-core, which uses the system
+# chromium and downloads no browser), from tests/browser/package-lock.json.
+browser-deps: tests/browser/node_modules/.package-lock.json
+
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund

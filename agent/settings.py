@@ -74,11 +74,11 @@ class WorkerSettings:
     """`AGENT_NAME`: set it for explicit dispatch (then rooms get this agent only when asked)."""
     transcript_topic: str = "transcription"
     """`TRANSCRIPT_TOPIC`: data-message topic of the JSON transcripts."""
-    publish_interims: bool = True
-    """`PUBLISH_INTERIMS`: also publish non-final hypotheses (data and lk.transcription)."""
     publish_legacy_transcription: bool = True
     """`PUBLISH_LEGACY_TRANSCRIPTION`: also send the older transcription packet that clients
     receive as `RoomEvent.TranscriptionReceived`."""
+    publish_interims: bool = True
+    """`PUBLISH_INTERIMS`: also publish non-final hypotheses (data and lk.transcription)."""
     sidecar_ready_timeout_s: float = 300.0
     """`SIDECAR_READY_TIMEOUT_S`: how long to wait for the sidecar's `/ready` before giving up;
     generous because a first run of a large model downloads it before it can warm up."""
