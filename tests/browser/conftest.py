@@ -7,6 +7,7 @@ command that provides it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -145,6 +146,7 @@ async def worker(
             env=env,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its job processes go too (see the finally below)
         )
         try:
             deadline = time.monotonic() + 60
@@ -161,6 +163,9 @@ async def worker(
                 except asyncio.TimeoutError:
                     proc.kill()
                     await proc.wait()
+            # a worker killed mid-drain leaves its forkserver and job processes behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
     print(log_path.read_text(errors="replace")[-4000:])
 
 

@@ -28,8 +28,8 @@ CHANNELS = ("text-stream", "legacy", "data")
 async def test_browser_page_shows_captions_from_all_three_channels(
     livekit_server: LiveKitServerInfo,
     static_site: str,
+    worker: Worker,  # before room_name: the room is deleted first, so the job ends by itself
     room_name: str,
-    worker: Worker,
     tmp_path: Path,
 ) -> None:
     reference = clip("jfk.wav").text

@@ -92,8 +92,8 @@ async def playground(tmp_path: Path) -> AsyncIterator[str]:
 async def test_agents_playground_shows_the_captions(
     livekit_server: LiveKitServerInfo,
     playground: str,
+    worker: Worker,  # before room_name: the room is deleted first, so the job ends by itself
     room_name: str,
-    worker: Worker,
     tmp_path: Path,
 ) -> None:
     reference = clip("jfk.wav").text
