@@ -62,4 +62,12 @@ bench-soak: install
 	$(PY) bench/soak.py --minutes 20 --streams 4
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache tests/browser/node_modules
+
+.PHONY: browser-deps
+# The browser tests' page (livekit-client) and driver (puppeteer-core, which uses the system
+# chromium and downloads no browser), from tests/browser/package-lock.json.
+browser-deps: tests/browser/node_modules/.package-lock.json
+
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund

@@ -32,6 +32,7 @@ load_dotenv(Path.cwd() / ".env", override=False)
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, cli  # noqa: E402
 from livekit.plugins import custom_stt  # noqa: E402
 
+from agent.agent_state import AgentStateAnnouncer  # noqa: E402
 from agent.load import LoadReporter, ensure_streams_dir, process_stream_counter  # noqa: E402
 from agent.publisher import TranscriptPublisher  # noqa: E402
 from agent.settings import WorkerSettings  # noqa: E402
@@ -100,6 +101,9 @@ async def entrypoint(ctx: JobContext) -> None:
     """One job = one room: transcribe every participant's microphone until the room ends."""
     ctx.log_context_fields = {"room": ctx.room.name}
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    # lk.agent.state: the agents playground shows no transcript until it reads "listening"
+    agent_state = AgentStateAnnouncer(ctx.room.local_participant, ctx.room)
+    await agent_state.start()
 
     stt = custom_stt.STT(
         base_url=settings.stt_url, api_key=settings.stt_api_key, language=settings.language
@@ -108,6 +112,7 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.room.local_participant,
         topic=settings.transcript_topic,
         interims=settings.publish_interims,
+        legacy=settings.publish_legacy_transcription,
     )
     room_transcriber = RoomTranscriber(
         ctx.room, stt=stt, publisher=publisher, counter=process_stream_counter()
@@ -117,6 +122,7 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.info("room %s ends (%s): closing its transcribers", ctx.room.name, reason)
         await room_transcriber.aclose()
         await stt.aclose()
+        await agent_state.aclose()
 
     ctx.add_shutdown_callback(_shutdown)
     room_transcriber.start()

@@ -1,15 +1,23 @@
-"""Publish each transcript into the room, twice:
+"""Publish each transcript into the room, on up to three channels:
 
 1. a reliable data message on `TRANSCRIPT_TOPIC` (default `transcription`) carrying our JSON
    (`Transcript.to_json`), for client code that wants times, confidence and the track;
 2. LiveKit's standard transcription text stream (topic `lk.transcription`) with the attributes
    `lk.segment_id`, `lk.transcribed_track_id`, `lk.transcription_final`, sent on behalf of the
-   speaker, so the agents playground and the client SDKs show it with no custom code.
+   speaker, so the agents playground and the client SDKs show it with no custom code;
+3. unless `legacy` is off (`PUBLISH_LEGACY_TRANSCRIPTION=false`), the older transcription packet
+   (`LocalParticipant.publish_transcription`), which clients of the previous generation receive
+   as `RoomEvent.TranscriptionReceived`.
 
 The second mirrors what livekit-agents' own RoomIO does for user transcripts
 (`voice/room_io/_output.py::_ParticipantStreamTranscriptionOutput` with `is_delta_stream=False`):
 one short text stream per hypothesis, `sender_identity` = the speaker, the same segment id for
-the interims and the final of one utterance.
+the interims and the final of one utterance. The third mirrors its
+`_ParticipantLegacyTranscriptionOutput`: one segment with the whole text so far under the same
+segment id, `final` on the last one, start/end times 0. RoomIO sends it only while some
+participant's client protocol predates text streams (read from a private field); we send it
+whenever the switch is on, since a legacy packet costs little and clients that do not listen
+for it ignore it.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ class Transcript:
 
 
 class RoomPublisher(Protocol):
-    """The two calls of `rtc.LocalParticipant` this module needs (tests record them)."""
+    """The calls of `rtc.LocalParticipant` this module needs (tests record them)."""
 
     async def publish_data(
         self,
@@ -78,36 +86,49 @@ class RoomPublisher(Protocol):
         sender_identity: str | None = None,
     ) -> rtc.TextStreamWriter: ...
 
+    async def publish_transcription(self, transcription: rtc.Transcription) -> None: ...
+
 
 class TranscriptPublisher:
     """Publishes transcripts of every participant of one room; never raises on a failed send
     (a transcript that cannot be delivered is logged, and the next one is tried normally)."""
 
     def __init__(
-        self, participant: RoomPublisher, *, topic: str = "transcription", interims: bool = True
+        self,
+        participant: RoomPublisher,
+        *,
+        topic: str = "transcription",
+        interims: bool = True,
+        legacy: bool = True,
     ) -> None:
         """
         Args:
             participant: the agent's `room.local_participant`.
             topic: data-message topic (default "transcription").
             interims: publish interim hypotheses too (default True); finals always are.
+            legacy: also send the older transcription packet (`publish_transcription`,
+                `RoomEvent.TranscriptionReceived` in clients) (default True).
         """
         self._participant = participant
         self._topic = topic
         self._interims = interims
+        self._legacy = legacy
 
     @property
     def publishes_interims(self) -> bool:
         return self._interims
 
     async def publish(self, transcript: Transcript) -> None:
-        """Send `transcript` as a data message and on `lk.transcription` (interims only when
-        enabled). Each final is sent exactly once: a failed send is not retried, since a retry
-        after a send that did reach the room would duplicate it."""
+        """Send `transcript` as a data message, on `lk.transcription` and (when enabled) as a
+        legacy transcription packet; interims only when enabled. Each final is sent exactly
+        once per channel: a failed send is not retried, since a retry after a send that did
+        reach the room would duplicate it."""
         if not transcript.final and not self._interims:
             return
         await self._publish_data(transcript)
         await self._publish_text_stream(transcript)
+        if self._legacy:
+            await self._publish_legacy(transcript)
 
     async def _publish_data(self, transcript: Transcript) -> None:
         try:
@@ -145,5 +166,34 @@ class TranscriptPublisher:
                 "final" if transcript.final else "interim",
                 transcript.participant_identity,
                 TOPIC_TRANSCRIPTION,
+                exc,
+            )
+
+    async def _publish_legacy(self, transcript: Transcript) -> None:
+        # The packet names a track; a transcript without one (never seen in a room) is skipped.
+        if not transcript.track_sid:
+            return
+        transcription = rtc.Transcription(
+            participant_identity=transcript.participant_identity,
+            track_sid=transcript.track_sid,
+            segments=[
+                rtc.TranscriptionSegment(
+                    id=transcript.segment_id,
+                    text=transcript.text,
+                    # RoomIO sends 0: the packet's time unit is not specified anywhere
+                    start_time=0,
+                    end_time=0,
+                    language=transcript.language,
+                    final=transcript.final,
+                )
+            ],
+        )
+        try:
+            await self._participant.publish_transcription(transcription)
+        except Exception as exc:
+            logger.warning(
+                "could not publish the %s legacy transcription of %s: %s",
+                "final" if transcript.final else "interim",
+                transcript.participant_identity,
                 exc,
             )

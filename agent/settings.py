@@ -74,6 +74,9 @@ class WorkerSettings:
     """`AGENT_NAME`: set it for explicit dispatch (then rooms get this agent only when asked)."""
     transcript_topic: str = "transcription"
     """`TRANSCRIPT_TOPIC`: data-message topic of the JSON transcripts."""
+    publish_legacy_transcription: bool = True
+    """`PUBLISH_LEGACY_TRANSCRIPTION`: also send the older transcription packet that clients
+    receive as `RoomEvent.TranscriptionReceived`."""
     publish_interims: bool = True
     """`PUBLISH_INTERIMS`: also publish non-final hypotheses (data and lk.transcription)."""
     sidecar_ready_timeout_s: float = 300.0
@@ -105,6 +108,9 @@ class WorkerSettings:
             agent_name=env.get("AGENT_NAME", "").strip(),
             transcript_topic=env.get("TRANSCRIPT_TOPIC", "").strip() or d.transcript_topic,
             publish_interims=_bool(env, "PUBLISH_INTERIMS", d.publish_interims),
+            publish_legacy_transcription=_bool(
+                env, "PUBLISH_LEGACY_TRANSCRIPTION", d.publish_legacy_transcription
+            ),
             sidecar_ready_timeout_s=_float(
                 env, "SIDECAR_READY_TIMEOUT_S", d.sidecar_ready_timeout_s, minimum=0, maximum=86400
             ),

@@ -41,6 +41,7 @@ AGENT_ENV_VARS = (
     "AGENT_LANGUAGE",
     "TRANSCRIPT_TOPIC",
     "PUBLISH_INTERIMS",
+    "PUBLISH_LEGACY_TRANSCRIPTION",
     "SIDECAR_READY_TIMEOUT_S",
     "AGENT_LOAD_THRESHOLD",
     "AGENT_MAX_STREAMS",
@@ -91,11 +92,14 @@ class DataRecord:
 
 
 class RecordingParticipant:
-    """Stand-in for `rtc.LocalParticipant`: records `publish_data` and `stream_text` calls."""
+    """Stand-in for `rtc.LocalParticipant`: records `publish_data`, `stream_text`,
+    `publish_transcription` and `set_attributes` calls."""
 
     def __init__(self) -> None:
         self.data: list[DataRecord] = []
         self.text_streams: list[TextStreamRecord] = []
+        self.legacy: list[rtc.Transcription] = []
+        self.attribute_updates: list[dict[str, str]] = []
         self.changed = asyncio.Event()
 
     async def publish_data(
@@ -125,6 +129,12 @@ class RecordingParticipant:
         record = TextStreamRecord(topic, dict(attributes or {}), sender_identity)
         self.text_streams.append(record)
         return _RecordingWriter(record)
+
+    async def publish_transcription(self, transcription: rtc.Transcription) -> None:
+        self.legacy.append(transcription)
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        self.attribute_updates.append(dict(attributes))
 
     def messages(self) -> list[dict[str, Any]]:
         return [d.json() for d in self.data]
