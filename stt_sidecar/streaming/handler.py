@@ -121,6 +121,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     finally:
         request.app[CONNECTIONS].discard(conn)
         state.active_streams -= 1
+        if state.active_streams == 0 and state.scheduler is not None:
+            state.scheduler.poke()  # batch may use every worker again
         if conn.session is not None and not conn.closing:
             await conn.session.aclose()
     return ws
