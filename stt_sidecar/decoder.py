@@ -197,6 +197,11 @@ class DecodeScheduler:
     def pending_batch(self) -> int:
         return self._pending_batch
 
+    @property
+    def batch_running(self) -> bool:
+        """A batch piece holds a worker now."""
+        return self._running_batch > 0
+
     # -- submitting ------------------------------------------------------------------------
     async def transcribe(
         self,
