@@ -9,7 +9,7 @@ EXTRAS ?=
 # Re-install only when a project file that declares dependencies changed (or EXTRAS did).
 STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: install run sidecar agent test test-fast lint typecheck bench bench-batch bench-stream bench-soak clean
+.PHONY: install run sidecar agent test test-fast lint typecheck bench bench-batch bench-stream bench-flood bench-soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,9 @@ bench-batch: install
 
 bench-stream: install
 	$(PY) bench/stream.py tests/data/conversation.wav --streams 1,4,8
+
+bench-flood: install
+	$(PY) bench/flood.py tests/data/conversation.wav --streams 1 --rounds 2
 
 bench-soak: install
 	$(PY) bench/soak.py --minutes 20 --streams 4

@@ -96,7 +96,10 @@ async def _load_and_warm(app: web.Application) -> None:
             ),
         )
         scheduler = DecodeScheduler(
-            model, workers=s.decode_workers, max_pending_batch=s.max_pending
+            model,
+            workers=s.decode_workers,
+            max_pending_batch=s.max_pending,
+            streams_open=lambda: state.active_streams > 0,
         )
         scheduler.start()
         state.scheduler = scheduler

@@ -63,6 +63,7 @@ class SidecarSettings:
     max_utterance_s: float = 20.0
     interim_interval_ms: int = 500
     idle_timeout_s: float = 30.0
+    config_timeout_s: float = 5.0  # a new stream must send a valid config within this
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
 
@@ -119,6 +120,9 @@ class SidecarSettings:
                 env, "STT_INTERIM_INTERVAL_MS", d.interim_interval_ms, int, minimum=100
             ),
             idle_timeout_s=_parse(env, "STT_IDLE_TIMEOUT_S", d.idle_timeout_s, float, minimum=1),
+            config_timeout_s=_parse(
+                env, "STT_CONFIG_TIMEOUT_S", d.config_timeout_s, float, minimum=0.5
+            ),
             shutdown_grace_s=_parse(
                 env, "STT_SHUTDOWN_GRACE_S", d.shutdown_grace_s, float, minimum=0
             ),

@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -145,12 +145,23 @@ class DecodeScheduler:
         model: the shared model, created with `num_workers=workers`.
         workers: concurrent decodes (threads); match `WhisperModel(num_workers=...)`.
         max_pending_batch: batch jobs queued or running before `DecodeOverloaded`.
+        streams_open: whether any stream is open; while one is, batch jobs leave one worker
+            free (`batch_limit`).
     """
 
-    def __init__(self, model: WhisperModel, *, workers: int = 1, max_pending_batch: int = 8):
+    def __init__(
+        self,
+        model: WhisperModel,
+        *,
+        workers: int = 1,
+        max_pending_batch: int = 8,
+        streams_open: Callable[[], bool] | None = None,
+    ):
         self.model = model
         self._workers = workers
         self._max_pending_batch = max_pending_batch
+        self._streams_open = streams_open or (lambda: False)
+        self._running_batch = 0
         self._heap: list[_Job] = []
         self._in_flight: collections.Counter[Hashable] = collections.Counter()
         self._wakeup = asyncio.Event()
@@ -185,6 +196,11 @@ class DecodeScheduler:
     @property
     def pending_batch(self) -> int:
         return self._pending_batch
+
+    @property
+    def batch_running(self) -> bool:
+        """A batch piece holds a worker now."""
+        return self._running_batch > 0
 
     # -- submitting ------------------------------------------------------------------------
     async def transcribe(
@@ -241,12 +257,35 @@ class DecodeScheduler:
             if priority == Priority.BATCH:
                 self._pending_batch -= 1
 
+    def batch_limit(self) -> int:
+        """Workers batch pieces may occupy now. While any stream is open one worker is kept
+        for streaming: a piece is short (<= 30 s of audio), but two of them on both workers
+        delayed finals by up to ~2 s under load (bench/flood.py), and a final must not wait
+        for batch work at all."""
+        if self._workers > 1 and self._streams_open():
+            return self._workers - 1
+        return self._workers
+
+    def poke(self) -> None:
+        """Re-check the queue (e.g. the last stream closed, so batch may use every worker)."""
+        self._wakeup.set()
+
     def _next_job(self) -> _Job | None:
-        while self._heap:
-            job = heapq.heappop(self._heap)
-            if not job.dead and not job.future.done():
+        batch_allowed = self._running_batch < self.batch_limit()
+        held: list[_Job] = []
+        try:
+            while self._heap:
+                job = heapq.heappop(self._heap)
+                if job.dead or job.future.done():
+                    continue
+                if job.priority == Priority.BATCH and not batch_allowed:
+                    held.append(job)  # an interim behind it may still run on this worker
+                    continue
                 return job
-        return None
+            return None
+        finally:
+            for job in held:
+                heapq.heappush(self._heap, job)
 
     async def _worker(self, index: int) -> None:
         loop = asyncio.get_running_loop()
@@ -257,6 +296,9 @@ class DecodeScheduler:
                 await self._wakeup.wait()
                 continue
             job.dead = True  # taken: a late cancellation of its waiter has nothing to remove
+            is_batch = job.priority == Priority.BATCH
+            if is_batch:
+                self._running_batch += 1
             started = time.monotonic()
             self.busy.begin(index)
             try:
@@ -286,3 +328,6 @@ class DecodeScheduler:
                     )
             finally:
                 self.busy.end(index)
+                if is_batch:
+                    self._running_batch -= 1
+                    self._wakeup.set()  # a batch piece held back by the limit may run now

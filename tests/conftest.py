@@ -21,6 +21,7 @@ def sidecar() -> Iterator[SidecarProcess]:
         STT_MAX_PENDING="8",
         STT_MAX_STREAMS="8",
         STT_IDLE_TIMEOUT_S="30",
+        STT_CONFIG_TIMEOUT_S="3",  # tests/reliability/test_fuzz_ws.py's squatters wait for it
     ).start()
     yield proc
     proc.stop()

@@ -58,6 +58,11 @@ class SidecarProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def cwd(self) -> Path:
+        """The server's working directory (a fresh temporary one)."""
+        return Path(self._cwd)
+
+    @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/stream"
 

@@ -115,7 +115,10 @@ async def test_keepalive_is_accepted_and_server_serves_after_errors(sidecar, htt
 @pytest.fixture(scope="module")
 def small_sidecar() -> Iterator[SidecarProcess]:
     proc = SidecarProcess(
-        STT_MAX_STREAMS="2", STT_IDLE_TIMEOUT_S="2", STT_MAX_UTTERANCE_S="4"
+        STT_MAX_STREAMS="2",
+        STT_IDLE_TIMEOUT_S="2",
+        STT_MAX_UTTERANCE_S="4",
+        STT_CONFIG_TIMEOUT_S="1",
     ).start()
     yield proc
     proc.stop()
@@ -158,6 +161,40 @@ async def test_long_utterance_is_cut_between_words(small_sidecar) -> None:
 async def test_idle_stream_is_closed(small_sidecar, http) -> None:
     ws = await open_stream(http, small_sidecar.ws_url)
     await expect_error(ws, "idle_timeout", 1001)
+
+
+async def test_streams_without_config_lose_their_slot(small_sidecar, http) -> None:
+    """Issue #10: streams that send only keepalives and pings, never a config, once held every
+    STT_MAX_STREAMS slot forever. Now nothing before the config counts as activity: they are
+    closed 1008 `config_timeout` (1 s here), and the slots serve real streams again."""
+
+    async def keep_squatting() -> tuple[dict[str, Any], int | None]:
+        ws = await http.ws_connect(small_sidecar.ws_url, autoping=False)
+        async with asyncio.timeout(20):  # far past the 1 s deadline: it must end by itself
+            while True:
+                await ws.send_str(json.dumps({"type": "keepalive"}))
+                await ws.ping(b"hb")
+                try:
+                    msg = await ws.receive(timeout=0.2)
+                except asyncio.TimeoutError:
+                    continue
+                if msg.type == aiohttp.WSMsgType.PONG:
+                    continue
+                assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                body = json.loads(msg.data)
+                closing = await ws.receive(timeout=10)
+                assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                return body, ws.close_code
+
+    squatters = [asyncio.create_task(keep_squatting()) for _ in range(2)]
+    outcomes = await asyncio.gather(*squatters)
+    for body, close_code in outcomes:
+        assert body["type"] == "error" and body["code"] == "config_timeout", body
+        assert close_code == 1008
+    c = clip("goforward.wav")
+    audio, rate = load_pcm16(c.path)
+    result = await replay(small_sidecar.ws_url, audio, rate, speed=0)
+    assert wer(c.text, " ".join(f["text"] for f in result.finals)) <= 0.25
 
 
 def _rss_mb(pid: int) -> float:

@@ -121,6 +121,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     finally:
         request.app[CONNECTIONS].discard(conn)
         state.active_streams -= 1
+        if state.active_streams == 0 and state.scheduler is not None:
+            state.scheduler.poke()  # batch may use every worker again
         if conn.session is not None and not conn.closing:
             await conn.session.aclose()
     return ws
@@ -130,12 +132,30 @@ async def _serve(conn: StreamConnection, state: SidecarState) -> None:
     ws = conn.ws
     settings = state.settings
     english_only = state.english_only
+    # Until a valid config, nothing counts as activity (keepalives, pings, fragments of a
+    # message): the connection holds a STT_MAX_STREAMS slot, so it gets one fixed deadline.
+    # The outer timeout, not receive(timeout=...), because aiohttp restarts that one after
+    # every ping it answers.
+    config_deadline = asyncio.get_running_loop().time() + settings.config_timeout_s
     while True:
         try:
-            msg = await ws.receive(timeout=settings.idle_timeout_s)
+            if conn.session is None:
+                async with asyncio.timeout_at(config_deadline):
+                    msg = await ws.receive()
+            else:
+                msg = await ws.receive(timeout=settings.idle_timeout_s)
         except TimeoutError:
             if conn.closing:
                 continue
+            if conn.session is None:
+                await _fail(
+                    conn,
+                    state,
+                    protocol.CONFIG_TIMEOUT,
+                    f"no valid config within {settings.config_timeout_s:g} s of opening",
+                    WSCloseCode.POLICY_VIOLATION,
+                )
+                return
             await _fail(
                 conn,
                 state,

@@ -415,7 +415,11 @@ class StreamSession:
 
     # -- interims --------------------------------------------------------------------------
     def _interim_interval_now(self) -> int:
-        # Under load interims thin out first, so finals keep their latency.
+        # Under load interims thin out first, so finals keep their latency. With batch pieces
+        # on the other workers, streams share one worker, where a running interim is what a
+        # final waits for: thinner still.
+        if self._scheduler.batch_running:
+            return self._interim_interval * 4
         if self._scheduler.queue_depth > 0 or self._scheduler.busy.fraction() > 0.8:
             return self._interim_interval * 2
         return self._interim_interval

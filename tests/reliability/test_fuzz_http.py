@@ -8,11 +8,16 @@ the environment.
 Each request mutates one or more of: method, path, query string, headers (content type,
 encodings, lengths, request ids, auth), multipart structure (boundaries, part headers, field
 names, duplicate and missing parts), field values, and the audio itself (real WAV and FLAC
-bytes truncated, bit-flipped, spliced, with header fields overwritten). About a quarter go out
-as raw bytes with a mutated request head, which aiohttp's client would refuse to send.
+bytes truncated, bit-flipped, spliced, with header fields overwritten; MP3, M4A, WebM, AAC,
+AIFF, CAF and Matroska too; and the formats that made FFmpeg open files and sockets: concat,
+HLS, DASH, SDP, image2, an MP4 with an external data reference, allowed magic bytes in front of
+a playlist). About a quarter go out as raw bytes with a mutated request head, which aiohttp's
+client would refuse to send.
 
 Invariants: no 5xx except 503 with a known code (`overloaded`, `model_not_ready`); every
 request answered within the client timeout (no hangs); no leak (see `http_support.leaks`);
+the canary file in the server's working directory never opened and no socket but its
+listener's (inotify and psutil, for the whole run);
 the server transcribes a real clip correctly afterwards; RSS and open file descriptors bounded.
 The server has an API key, which 90 % of requests carry, so the auth path is fuzzed too.
 """
@@ -24,24 +29,35 @@ import io
 import json
 import os
 import random
+import shutil
 import struct
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
+import av
 import numpy as np
 import psutil
 import pytest
 import soundfile
 from yarl import URL
 
+from ..container_payloads import (
+    CANARY,
+    disguised_payloads,
+    mp4_with_external_audio,
+    text_payloads,
+)
 from ..sidecar_process import SidecarProcess
 from ..speech import clip, read_pcm16
 from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes, leaks, rss_bytes
+from .resource_watch import ResourceWatch
 
 SEED = int(os.environ.get("FUZZ_SEED", "1126"))
 COUNT = int(os.environ.get("FUZZ_COUNT", "2500"))
@@ -169,10 +185,55 @@ def corpus() -> tuple[bytes, ...]:
     return tuple(out)
 
 
+@cache
+def container_corpus() -> tuple[bytes, ...]:
+    """The near-silent hiss in every other allowed container (MP3, M4A, WebM, ADTS AAC, AIFF,
+    CAF, Matroska/PCM), and the formats that must never be opened (issue #10): concat lists,
+    playlists, SDP, manifests, images, allowed magic bytes in front of a playlist, and an MP4
+    whose audio lives in another file. Mutating them probes the sniffing and the demuxers."""
+    rate = 16000
+    hiss = (np.random.default_rng(0).normal(0, 10, int(1.5 * rate))).astype(np.int16)
+    out = []
+    for container, codec in (
+        ("mp3", "libmp3lame"),
+        ("ipod", "aac"),
+        ("webm", "libopus"),
+        ("adts", "aac"),
+        ("aiff", "pcm_s16be"),
+        ("caf", "pcm_s16le"),
+        ("matroska", "pcm_s16le"),
+    ):
+        buffer = io.BytesIO()
+        out_rate = 48000 if codec == "libopus" else rate
+        with av.open(buffer, "w", format=container) as muxer:
+            stream = muxer.add_stream(codec, rate=out_rate, layout="mono")
+            frame = av.AudioFrame.from_ndarray(hiss.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = rate
+            resampler = av.AudioResampler(
+                format=stream.codec_context.codec.audio_formats[0].name,
+                layout="mono",
+                rate=out_rate,
+            )
+            for resampled in resampler.resample(frame) + resampler.resample(None):
+                resampled.pts = None
+                muxer.mux(stream.encode(resampled))
+            muxer.mux(stream.encode(None))
+        out.append(buffer.getvalue())
+    hostile = [*text_payloads(Path("/srv") / CANARY).values(), *disguised_payloads().values()]
+    with tempfile.TemporaryDirectory() as tmp:
+        hostile.append(mp4_with_external_audio(clip("goforward.wav").path, Path(tmp) / "d.mp4"))
+    return tuple(out), tuple(hostile)
+
+
 def pick_audio(rng: random.Random) -> bytes:
     files = corpus()
     speech, silent = files[:3], files[3:]
-    return rng.choice(speech if rng.random() < 0.2 else silent)
+    roll = rng.random()
+    if roll < 0.1:
+        return rng.choice(container_corpus()[0])
+    if roll < 0.2:
+        return rng.choice(container_corpus()[1])
+    return rng.choice(speech if roll < 0.36 else silent)
 
 
 def mutate_bytes(rng: random.Random, data: bytes) -> bytes:
@@ -474,6 +535,8 @@ async def test_fuzz_http(server: SidecarProcess, capsys: pytest.CaptureFixture[s
     # A fresh connection per request: the server rightly closes connections after some errors,
     # and a pooled connection it already closed would show up here as a client-side reset.
     connector = aiohttp.TCPConnector(limit=CONCURRENCY, force_close=True)
+    shutil.copyfile(clip("jfk.wav").path, server.cwd / CANARY)  # what concat & co. would read
+    watch = ResourceWatch(server).__enter__()
     async with aiohttp.ClientSession(connector=connector) as http:
 
         async def worker() -> None:
@@ -513,6 +576,9 @@ async def test_fuzz_http(server: SidecarProcess, capsys: pytest.CaptureFixture[s
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     elapsed = time.monotonic() - started
+    watch.__exit__(None, None, None)
+    assert not watch.files, f"the server opened {watch.files}"
+    assert not watch.sockets, f"the server opened sockets: {watch.sockets}"
     statuses = Counter(o.status for o in outcomes)
     codes = Counter(error_code(o.body) for o in outcomes if o.status and o.status >= 400)
     summary = (

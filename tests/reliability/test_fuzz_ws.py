@@ -6,6 +6,8 @@ is a script of mutated configs, random text and JSON, control messages in odd or
 frames of random sizes (empty, odd, misaligned, just over 1 s, over the 256 KiB frame limit)
 holding silence, noise or speech, WebSocket pings and protocol-level violations, ended by a
 `close` message, a WebSocket close, an abrupt TCP abort, or not at all (the server must end it).
+A few sessions never send a config, only keepalives, pings and pauses: the server must close
+them with `config_timeout` however active they look.
 
 A small model of the protocol predicts how each session must end. The invariants:
 
@@ -53,6 +55,8 @@ SESSIONS = int(os.environ.get("FUZZ_WS_SESSIONS", "400"))
 CONCURRENCY = 4  # below the session sidecar's STT_MAX_STREAMS (8): no 1013s by design
 MAX_MESSAGE_BYTES = 256 * 1024  # the server's aiohttp frame limit (handler.MAX_MESSAGE_BYTES)
 SESSION_TIMEOUT_S = 30.0
+CONFIG_TIMEOUT_S = 3.0  # the session sidecar's STT_CONFIG_TIMEOUT_S (tests/conftest.py)
+SQUATTERS = 0.015  # share of sessions that never send a config
 
 VALID_RATES = (8000, 16000, 22050, 44100, 48000)
 BAD_VALUES: dict[str, list[Any]] = {
@@ -68,9 +72,10 @@ BAD_VALUES: dict[str, list[Any]] = {
 
 @dataclass
 class Action:
-    kind: str  # text | binary | ping | raw | abort | ws_close
+    kind: str  # text | binary | ping | raw | abort | ws_close | sleep
     payload: bytes = b""
     opcode: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -189,9 +194,29 @@ class Generator:
         return (noise // rng.choice([1, 64, 1024])).tobytes(), cursor
 
     # -- sessions ---------------------------------------------------------------------------
+    def squatter(self) -> Session:
+        """Never a config: keepalives, pings and pauses past the config deadline (issue #10:
+        such clients held every stream slot). The server must end it: `config_timeout`."""
+        rng = self.rng
+        s = Session(expect=Expectation(error="config_timeout", close_code=1008))
+        waited = 0.0
+        while waited <= CONFIG_TIMEOUT_S + 0.5:
+            roll = rng.random()
+            if roll < 0.5:
+                s.actions.append(Action("text", b'{"type": "keepalive"}'))
+            elif roll < 0.8:
+                s.actions.append(Action("ping", rng.randbytes(rng.randrange(0, 16))))
+            else:
+                pause = rng.uniform(0.2, 1.0)
+                s.actions.append(Action("sleep", seconds=pause))
+                waited += pause
+        return s
+
     def session(self) -> Session:
         """A script, and the outcome the protocol model predicts for it."""
         rng = self.rng
+        if rng.random() < SQUATTERS:
+            return self.squatter()
         s = Session()
         e = s.expect
         config: dict[str, Any] | None = None
@@ -323,6 +348,8 @@ async def run_session(sidecar: SidecarProcess, session: Session) -> Outcome:
                         await client.ping(action.payload)
                     elif action.kind == "raw":
                         await client.send(action.payload, action.opcode)
+                    elif action.kind == "sleep":
+                        await asyncio.sleep(action.seconds)
                     elif action.kind == "ws_close":
                         await client.send_close(1000)
                     elif action.kind == "abort":

@@ -35,6 +35,7 @@ ERROR_CODES = frozenset(
         "frame_too_large",
         "overloaded",
         "idle_timeout",
+        "config_timeout",
         "slow_consumer",
         "internal",
     }

@@ -22,6 +22,7 @@ ERROR_STATUS = {
     "overloaded": 503,
     "slow_consumer": 503,
     "idle_timeout": 408,
+    "config_timeout": 408,  # our config never arrived in time (a stalled network): retry
     "going_away": 503,
     "internal": 500,
 }
