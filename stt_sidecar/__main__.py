@@ -28,15 +28,18 @@ def _is_loopback(host: str) -> bool:
 
 
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-MMAP_THRESHOLD = 1 << 20
+# Upload bytes and decoded PCM of a long upload are ~18 MiB each; the model's own buffers and a
+# stream's audio are far smaller and stay on the heap (a 1 MiB threshold put those in fresh
+# mappings on every decode and slowed interims measurably: tests/test_streaming.py).
+MMAP_THRESHOLD = 16 << 20
 
 
 def _return_large_buffers_to_the_os() -> None:
     """glibc serves allocations over a *dynamic* threshold from mmap and returns them on free;
-    but freeing one such block raises the threshold (up to 32 MiB), after which upload bytes,
-    PCM and features land in the heap, where fragmentation keeps them mapped (measured: 8
-    concurrent 10-minute uploads left RSS at 700+ MiB instead of ~320). A fixed 1 MiB
-    threshold keeps every large buffer in its own mapping."""
+    but freeing one such block raises the threshold (up to 32 MiB), after which upload bytes
+    and PCM land in the heap, where fragmentation keeps them mapped (measured: 8 concurrent
+    10-minute uploads left RSS at 700+ MiB instead of ~320). A fixed threshold keeps every
+    request-sized buffer in its own mapping."""
     if sys.platform != "linux":
         return
     try:
