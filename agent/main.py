@@ -21,6 +21,8 @@ if __name__ == "__main__":
     if sys.path and Path(sys.path[0] or ".").resolve() == _here:
         sys.path[0] = str(_here.parent)
 
+import asyncio
+import contextlib
 import logging
 import warnings
 
@@ -30,8 +32,11 @@ from dotenv import load_dotenv
 load_dotenv(Path.cwd() / ".env", override=False)
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, cli  # noqa: E402
+from livekit.agents.types import NOT_GIVEN, NotGivenOr  # noqa: E402
+from livekit.agents.utils import is_given  # noqa: E402
 from livekit.plugins import custom_stt  # noqa: E402
 
+from agent.livekit_ready import wait_for_livekit  # noqa: E402
 from agent.load import LoadReporter, ensure_streams_dir, process_stream_counter  # noqa: E402
 from agent.publisher import TranscriptPublisher  # noqa: E402
 from agent.settings import WorkerSettings  # noqa: E402
@@ -77,7 +82,26 @@ class TranscriptionServer(AgentServer):
             logger.error("not starting the worker: %s", exc)
             self.sidecar_failed = True
             return
+        if not unregistered:
+            # the framework's own retries say only "failed to connect" every 10 s; say what to do
+            await wait_for_livekit(s.livekit_url or "ws://localhost:7880")
         await super().run(devmode=devmode, unregistered=unregistered)
+
+    async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
+        """On SIGTERM/SIGINT in `start` mode: stop at once rather than wait for rooms to end.
+
+        The framework's drain waits up to `drain_timeout` (an hour) for every job to finish,
+        which suits a conversation but not a transcriber that runs as long as its room. So
+        draining here only stops new rooms; `aclose()`, which the CLI calls next, shuts each
+        job down, and a job's shutdown publishes the final of the utterance in progress
+        (`RoomTranscriber.aclose`) before it leaves the room. A server stopped while it was
+        still waiting for the sidecar has nothing to drain (and no process pool yet).
+        """
+        if not hasattr(self, "_proc_pool"):
+            return
+        # jobs never end by themselves: the timeout only marks the worker draining
+        with contextlib.suppress(asyncio.TimeoutError):
+            await super().drain(timeout=timeout if is_given(timeout) else 0.01)
 
 
 def build_server(worker_settings: WorkerSettings) -> TranscriptionServer:

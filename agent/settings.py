@@ -76,9 +76,10 @@ class WorkerSettings:
     """`TRANSCRIPT_TOPIC`: data-message topic of the JSON transcripts."""
     publish_interims: bool = True
     """`PUBLISH_INTERIMS`: also publish non-final hypotheses (data and lk.transcription)."""
-    sidecar_ready_timeout_s: float = 300.0
-    """`SIDECAR_READY_TIMEOUT_S`: how long to wait for the sidecar's `/ready` before giving up;
-    generous because a first run of a large model downloads it before it can warm up."""
+    sidecar_ready_timeout_s: float = 60.0
+    """`SIDECAR_READY_TIMEOUT_S`: how long to wait for the sidecar's `/ready` before giving up.
+    The bundled tiny.en is ready in about a second; raise it for a large model that a first run
+    downloads before it can warm up."""
     load_threshold: float = 0.9
     """`AGENT_LOAD_THRESHOLD`: above this load LiveKit stops dispatching rooms to this worker."""
     max_streams: int = 0
