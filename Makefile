@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 # Re-install only when a project file that declares dependencies changed.
 STAMP := $(VENV)/.installed
 
-.PHONY: install run sidecar agent test lint bench bench-batch bench-stream bench-soak clean
+.PHONY: install run sidecar agent test test-live lint bench bench-batch bench-stream bench-soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,11 @@ $(STAMP): $(PY) pyproject.toml plugin/pyproject.toml
 
 install: $(STAMP)
 
+# honcho would apply .env over the shell's variables; `--env /dev/null` leaves .env to the
+# sidecar and the worker, which load it without overriding (real environment variables win).
 run: install
 	@test -f .env || cp .env.example .env
-	PATH="$(BIN):$$PATH" $(BIN)/honcho start
+	PATH="$(BIN):$$PATH" $(BIN)/honcho start --env /dev/null
 
 sidecar: install
 	$(PY) -m stt_sidecar
@@ -29,6 +31,11 @@ agent: install
 
 test: install
 	$(PY) -m pytest
+
+# Against a real LiveKit server: LIVEKIT_URL/LIVEKIT_API_KEY/LIVEKIT_API_SECRET, or a
+# `livekit-server` on PATH or in LIVEKIT_SERVER_BIN (started with --dev on free loopback ports).
+test-live: install
+	$(PY) -m pytest -m live tests/live $(wildcard tests/browser)
 
 lint: install
 	$(BIN)/ruff check .
