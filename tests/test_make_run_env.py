@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def _honcho_command() -> str:
+def make_run_command() -> str:
     out = subprocess.run(
         ["make", "-n", "-s", "run"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
@@ -36,7 +36,7 @@ def test_shell_variables_beat_dotenv_under_make_run(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("LIVEKIT_URL", "AGENT_NAME")}
     env["LIVEKIT_URL"] = "ws://from-shell:7880"
     out = subprocess.run(
-        ["sh", "-c", _honcho_command()],
+        ["sh", "-c", make_run_command()],
         cwd=tmp_path,
         env=env,
         capture_output=True,
