@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from livekit.agents import APIConnectOptions
 from livekit.plugins import custom_stt
@@ -238,3 +239,29 @@ async def test_transcriber_reopens_its_stream_after_an_outage_beyond_the_plugin_
     assert any(
         "failed" in r.getMessage() and "new stream" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_a_busy_decoder_does_not_make_the_worker_refuse_rooms(
+    sidecar: SidecarProcess, tmp_path
+) -> None:
+    """Found in a live room: the sidecar's `load` counts the decoder's busy fraction, which sits
+    at 0.9+ while finals decode; a room created then was never dispatched (LiveKit does not
+    offer it again). The worker reports stream occupancy instead."""
+    reporter = LoadReporter(worker_settings(sidecar.url), tmp_path, cache_s=0.0)
+    wav = clip("jfk.wav").path.read_bytes()
+
+    async def transcribe(session: aiohttp.ClientSession) -> None:
+        async with session.post(f"{sidecar.url}/transcribe", data={"file": wav}) as resp:
+            assert resp.status == 200
+
+    async with aiohttp.ClientSession() as session:
+        batch = [asyncio.create_task(transcribe(session)) for _ in range(4)]
+        busiest = 0.0
+        while not all(t.done() for t in batch):
+            status = probe_ready_sync(sidecar.url)
+            if status.load >= 0.9:
+                busiest = status.load
+                assert reporter() < 0.9
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*batch)
+    assert busiest >= 0.9, "the decoder never looked busy: nothing was tested"
