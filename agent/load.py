@@ -185,6 +185,11 @@ class LoadReporter:
         """Active streams in every process of this worker."""
         return count_streams(self._streams_dir) if self._streams_dir else 0
 
+    def stream_budget(self) -> int:
+        """Streams this worker may run: `AGENT_MAX_STREAMS`, else the sidecar's `max_streams`."""
+        status = self._status
+        return self._settings.max_streams or (status.max_streams if status else 0) or 1
+
     def __call__(self) -> float:
         status = self.sidecar_status()
         if not status.ready:

@@ -53,9 +53,12 @@ class TranscriptionServer(AgentServer):
     server is started: this file's CLI, `lk agent dev`, or `python -m livekit.agents start`.
     """
 
-    def __init__(self, settings: WorkerSettings, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, settings: WorkerSettings, *, load_fnc: LoadReporter, **kwargs: object
+    ) -> None:
+        super().__init__(load_fnc=load_fnc, **kwargs)  # type: ignore[arg-type]
         self.settings = settings
+        self.load_reporter = load_fnc
         # `AgentServer.aclose()` reads this attribute, which only `run()` creates: without it,
         # closing a server whose run() stopped in the sidecar wait raises AttributeError.
         self._close_future = None
@@ -86,6 +89,18 @@ class TranscriptionServer(AgentServer):
             # the framework's own retries say only "failed to connect" every 10 s; say what to do
             await wait_for_livekit(s.livekit_url or "ws://localhost:7880")
         await super().run(devmode=devmode, unregistered=unregistered)
+
+    def _get_effective_load(self) -> float:
+        """The load LiveKit's offers are judged by: reported load plus rooms accepted but not
+        yet running, each counted as one stream of this worker's budget.
+
+        livekit-agents 1.8 counts such a room as `load_threshold / num_idle_processes` (0.9 in
+        `dev`, where no process is kept warm): a second room offered while the first job's
+        process starts (about 3 s) was refused, and LiveKit never offers a refused room again
+        (seen live). A room costs a stream per speaker, which `load_fnc` counts once it runs.
+        """
+        pending = self._reserved_slots  # framework state: accepted, not yet launched
+        return self._worker_load + pending / self.load_reporter.stream_budget()
 
     async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
         """On SIGTERM/SIGINT in `start` mode: stop at once rather than wait for rooms to end.

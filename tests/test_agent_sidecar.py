@@ -251,8 +251,9 @@ async def test_a_busy_decoder_does_not_make_the_worker_refuse_rooms(
     wav = clip("jfk.wav").path.read_bytes()
 
     async def transcribe(session: aiohttp.ClientSession) -> None:
-        async with session.post(f"{sidecar.url}/transcribe", data={"file": wav}) as resp:
-            assert resp.status == 200
+        for _ in range(4):  # ~8 s of decoding per worker: the busy fraction is over 5 s
+            async with session.post(f"{sidecar.url}/transcribe", data={"file": wav}) as resp:
+                assert resp.status == 200
 
     async with aiohttp.ClientSession() as session:
         batch = [asyncio.create_task(transcribe(session)) for _ in range(4)]
@@ -265,3 +266,21 @@ async def test_a_busy_decoder_does_not_make_the_worker_refuse_rooms(
             await asyncio.sleep(0.1)
         await asyncio.gather(*batch)
     assert busiest >= 0.9, "the decoder never looked busy: nothing was tested"
+
+
+def test_rooms_being_launched_count_one_stream_each(sidecar: SidecarProcess) -> None:
+    """Found in a live room: livekit-agents counted a room accepted but not yet launched as
+    0.9 in `dev`, so a second room offered within the first job's ~3 s start was refused for
+    good. Each such room now counts one stream of the budget."""
+    from livekit.agents import AgentServer
+
+    main = import_agent_main()
+    assert callable(getattr(AgentServer, "_get_effective_load", None)), "framework changed"
+    server = main.build_server(worker_settings(sidecar.url))
+    server._worker_load, server._reserved_slots = 0.0, 0  # what run() sets up
+    assert server.load_reporter() < 0.9  # probes the sidecar: 8 streams
+    server._reserved_slots = 3
+    assert server._get_effective_load() == pytest.approx(3 / 8)
+    small = main.build_server(worker_settings(sidecar.url, max_streams=2))
+    small._worker_load, small._reserved_slots = 0.5, 1
+    assert small._get_effective_load() == pytest.approx(1.0)  # full: the next room goes elsewhere
