@@ -31,7 +31,13 @@ from dotenv import load_dotenv
 # The cwd's .env (as `make run` / honcho use it); real environment variables take precedence.
 load_dotenv(Path.cwd() / ".env", override=False)
 
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, cli  # noqa: E402
+from livekit.agents import (  # noqa: E402
+    AgentServer,
+    AutoSubscribe,
+    JobContext,
+    JobExecutorType,
+    cli,
+)
 from livekit.agents.types import NOT_GIVEN, NotGivenOr  # noqa: E402
 from livekit.agents.utils import is_given  # noqa: E402
 from livekit.plugins import custom_stt  # noqa: E402
@@ -125,8 +131,17 @@ def build_server(worker_settings: WorkerSettings) -> TranscriptionServer:
     The entrypoint stays a module-level function (job processes import it by name) and reads
     the module-level `settings`, which every process builds from the same environment.
     """
+    executor = {"process": JobExecutorType.PROCESS, "thread": JobExecutorType.THREAD}
+    extra: dict[str, object] = {}
+    if worker_settings.idle_processes is not None:
+        extra["num_idle_processes"] = worker_settings.idle_processes
+    if worker_settings.http_port is not None:
+        extra["port"] = worker_settings.http_port
     new_server = TranscriptionServer(
         worker_settings,
+        job_executor_type=executor[worker_settings.job_executor],
+        host=worker_settings.http_host,
+        **extra,
         load_fnc=LoadReporter(worker_settings, ensure_streams_dir()),
         # the load is the sidecar's, so "full" means the same in dev and in production
         load_threshold=worker_settings.load_threshold,

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -119,10 +122,98 @@ def worker_split(worker: WorkerProcess, listener: Listener, talker: Talker) -> s
     return f"; worker log -> listener p50 {pct(publish, 50) * 1000:.0f} ms"
 
 
+def tree_rss_mib(pid: int) -> tuple[float, int]:
+    """PSS of a process and all its descendants (job processes included), and their count.
+
+    PSS, not RSS: forked job processes share the worker's pages, which RSS counts each time."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0, 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_full_info().pss
+    return total / 2**20, len(procs)
+
+
+def tree_cpu_s(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = proc.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+async def box_round(server, rooms: int, executor: str, idle: str, seconds: float) -> str:
+    """`rooms` one-speaker rooms on one worker (`start`) and its sidecar: memory and CPU."""
+    sidecar = SidecarProcess(STT_MAX_STREAMS=str(max(8, rooms))).start(timeout=120)
+    env = {"AGENT_JOB_EXECUTOR": executor}
+    if idle:
+        env["AGENT_IDLE_PROCESSES"] = idle
+    worker = WorkerProcess(server, sidecar.url, "start", **env).start()
+    talkers: list[Talker] = []
+    try:
+        await worker.wait_registered()
+        await asyncio.sleep(3)  # idle processes warm up
+        idle_rss, idle_n = tree_rss_mib(worker.proc.pid)
+        side_idle = tree_rss_mib(sidecar.proc.pid)[0]
+        for i in range(rooms):
+            t = Talker(server, f"box-{uuid.uuid4().hex[:6]}-{i}", f"speaker{i}")
+            await t.connect()
+            await t.publish()
+            talkers.append(t)
+        await worker.wait_log("transcribing speaker", 60, count=rooms)
+        pcm = load_48k("conversation.wav")[: int(seconds * 48000) // 480 * 480]
+        cpu0 = (tree_cpu_s(worker.proc.pid), tree_cpu_s(sidecar.proc.pid), time.monotonic())
+        peak_w = peak_s = 0.0
+        n_procs = 0
+
+        async def sample() -> None:
+            nonlocal peak_w, peak_s, n_procs
+            while True:
+                w, n = tree_rss_mib(worker.proc.pid)
+                peak_w, n_procs = max(peak_w, w), max(n_procs, n)
+                peak_s = max(peak_s, tree_rss_mib(sidecar.proc.pid)[0])
+                await asyncio.sleep(0.5)
+
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(t.play(pcm) for t in talkers))
+        await asyncio.sleep(3)
+        sampler.cancel()
+        wall = time.monotonic() - cpu0[2]
+        cpu_w = (tree_cpu_s(worker.proc.pid) - cpu0[0]) / wall
+        cpu_s = (tree_cpu_s(sidecar.proc.pid) - cpu0[1]) / wall
+        finals = worker.log().count("final from speaker")
+        return (
+            f"{rooms} rooms, executor {executor}, idle {idle or 'default'}: worker+jobs PSS idle "
+            f"{idle_rss:.0f} MiB ({idle_n} procs) peak {peak_w:.0f} MiB ({n_procs} procs); "
+            f"sidecar idle {side_idle:.0f} peak {peak_s:.0f} MiB; CPU cores: worker "
+            f"{cpu_w:.2f}, sidecar {cpu_s:.2f}; finals {finals}; load {os.getloadavg()[0]:.1f}"
+        )
+    finally:
+        for t in talkers:
+            await t.disconnect()
+        await worker.stop()
+        worker.kill()
+        sidecar.stop()
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interims", choices=["on", "off"], default="on")
+    parser.add_argument("--box", type=int, default=0, help="N one-speaker rooms: memory/CPU")
+    parser.add_argument("--executor", default="process,thread", help="with --box")
+    parser.add_argument("--idle", default="", help="AGENT_IDLE_PROCESSES with --box")
+    parser.add_argument("--seconds", type=float, default=33.0, help="speech per room, --box")
     args = parser.parse_args()
 
     local: LocalLiveKitServer | None = None
@@ -136,6 +227,14 @@ async def main() -> int:
         local = LocalLiveKitServer(binary).start()
         server = local.info
     print(f"LiveKit server {server.url}; load average {os.getloadavg()}")
+    if args.box:
+        try:
+            for executor in args.executor.split(","):
+                print(await box_round(server, args.box, executor, args.idle, args.seconds))
+        finally:
+            if local is not None:
+                local.stop()
+        return 0
     sidecar = SidecarProcess(STT_MAX_STREAMS="8").start(timeout=120)
     side: list[float] = []
     room: list[float] = []

@@ -395,6 +395,8 @@ class WorkerProcess:
             SIDECAR_READY_TIMEOUT_S="60",
             AGENT_LOAD_THRESHOLD="0.9",
             AGENT_MAX_STREAMS="0",
+            AGENT_HTTP_HOST="127.0.0.1",  # loopback only, any free port
+            AGENT_HTTP_PORT="0",
         )
         self.env.update(env)
         self.log_path = self.cwd / "worker.log"
