@@ -30,7 +30,7 @@ agent: install
 	$(PY) agent/main.py dev
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not live"
 
 # Against a real LiveKit server: LIVEKIT_URL/LIVEKIT_API_KEY/LIVEKIT_API_SECRET, or a
 # `livekit-server` on PATH or in LIVEKIT_SERVER_BIN (started with --dev on free loopback ports).

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import warnings
+from collections.abc import Awaitable, Callable
 
 from dotenv import load_dotenv
 
@@ -146,8 +147,27 @@ def build_server(worker_settings: WorkerSettings) -> TranscriptionServer:
         # the load is the sidecar's, so "full" means the same in dev and in production
         load_threshold=worker_settings.load_threshold,
     )
-    new_server.rtc_session(entrypoint, agent_name=worker_settings.agent_name)
+    new_server.rtc_session(
+        entrypoint, agent_name=worker_settings.agent_name, on_session_end=session_end
+    )
     return new_server
+
+
+_running: dict[str, Callable[[str], Awaitable[None]]] = {}
+"""Each running job's closer, by job id (jobs may be threads of one process)."""
+
+
+async def session_end(ctx: JobContext) -> None:
+    """Close the room's transcribers while the room is still connected.
+
+    livekit-agents 1.8 ends a job (room closed, SIGTERM, worker stop) in this order:
+    `on_session_end`, then `room.disconnect()`, then the shutdown callbacks. Found live: closing
+    in a shutdown callback lost the final of the utterance in progress ("room closed: channel
+    closed"); here it is published before the worker leaves.
+    """
+    closer = _running.pop(ctx.job.id, None)
+    if closer is not None:
+        await closer("session end")
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -167,11 +187,21 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.room, stt=stt, publisher=publisher, counter=process_stream_counter()
     )
 
+    closed = False
+
     async def _shutdown(reason: str) -> None:
+        nonlocal closed
+        _running.pop(ctx.job.id, None)
+        if closed:
+            return
+        closed = True
         logger.info("room %s ends (%s): closing its transcribers", ctx.room.name, reason)
         await room_transcriber.aclose()
         await stt.aclose()
 
+    _running[ctx.job.id] = _shutdown
+    # a fallback only: shutdown callbacks run after the room is disconnected, too late to
+    # publish (`session_end` below is the one that delivers the in-flight finals)
     ctx.add_shutdown_callback(_shutdown)
     room_transcriber.start()
     logger.info(

@@ -284,3 +284,13 @@ def test_rooms_being_launched_count_one_stream_each(sidecar: SidecarProcess) -> 
     small = main.build_server(worker_settings(sidecar.url, max_streams=2))
     small._worker_load, small._reserved_slots = 0.5, 1
     assert small._get_effective_load() == pytest.approx(1.0)  # full: the next room goes elsewhere
+
+
+def test_rooms_close_their_transcribers_before_the_room_disconnects(
+    sidecar: SidecarProcess,
+) -> None:
+    """Found live: a SIGTERMed worker lost the in-flight final, because shutdown callbacks run
+    after `room.disconnect()`. The transcribers close in `on_session_end`, which runs before."""
+    main = import_agent_main()
+    server = main.build_server(worker_settings(sidecar.url))
+    assert server._session_end_fnc is main.session_end  # framework state: the registered hook
