@@ -34,7 +34,9 @@ test: install
 
 # Against a real LiveKit server: LIVEKIT_URL/LIVEKIT_API_KEY/LIVEKIT_API_SECRET, or a
 # `livekit-server` on PATH or in LIVEKIT_SERVER_BIN (started with --dev on free loopback ports).
+# tests/browser (the browser engineer's) brings its own `browser-deps` target (npm ci).
 test-live: install
+	@if [ -f tests/browser/package-lock.json ]; then $(MAKE) browser-deps; fi
 	$(PY) -m pytest -m live tests/live $(wildcard tests/browser)
 
 lint: install
