@@ -91,10 +91,12 @@ class WorkerSettings:
     downloads before it can warm up."""
     load_threshold: float = 0.9
     """`AGENT_LOAD_THRESHOLD`: above this load LiveKit stops dispatching rooms to this worker."""
-    job_executor: str = "thread"
-    """`AGENT_JOB_EXECUTOR`: `thread` (rooms as threads of the worker process) or `process`
-    (one process per room, the framework's default). Thread by measurement: eight rooms took
-    ~0.4 GB with threads against several GB of job processes, for the same CPU (README)."""
+    job_executor: str = "process"
+    """`AGENT_JOB_EXECUTOR`: `process` (one process per room, the framework's default) or
+    `thread` (rooms as threads of the worker process). Measured at eight rooms: threads took
+    387 MiB PSS against 686 MiB, same CPU; but two rooms starting at once in one process hung
+    in `ctx.connect()` (livekit FFI "timed out waiting for ReadyForRoomEventRequest"), so
+    processes stay the default."""
     idle_processes: int | None = None
     """`AGENT_IDLE_PROCESSES`: job processes kept warm; unset = the framework's default (0 in
     `dev`, one per CPU in `start`)."""
