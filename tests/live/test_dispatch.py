@@ -50,9 +50,15 @@ async def test_two_full_workers_six_rooms(
 
         # one room ends: capacity is back, and the next new room is served
         listener, talker = people[0]
+        freed = "marking as available"
+        before = sum(w.log().count(freed) for w in pool)
         await talker.disconnect()
         await listener.disconnect()
-        await asyncio.sleep(3.0)
+        deadline = time.monotonic() + 30
+        while sum(w.log().count(freed) for w in pool) == before:
+            assert time.monotonic() < deadline, "no worker reported free capacity"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # the status update reaches the server
         room = room_name("seven")
         listener = Listener(livekit_server, room, "listener")
         talker = Talker(livekit_server, room, "speaker7")

@@ -26,7 +26,7 @@ def own_captions(listener: Listener, identity: str, references: list[str]) -> li
     texts = [r.text for r in data]
     hyp = " ".join(texts)
     score = wer(" ".join(references), hyp)
-    if score > 0.15:
+    if score > 0.25:  # tiny.en through Opus on a loaded box; a mixed-in sentence is far above
         problems.append(f"{identity}: WER {score:.0%}: {texts}")
     if len({r.segment_id for r in data}) != len(data):
         problems.append(f"{identity}: a final twice on data: {texts}")
