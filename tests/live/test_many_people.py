@@ -136,10 +136,11 @@ async def test_overlapping_speakers_joiner_leaver_mute_republish_and_an_agent(
 
     # the leaver: what was said before leaving is finalized once, and nothing after it
     frank_finals = listener.finals("frank")
-    assert len(frank_finals) == 1, summary
-    said = set(normalize(clip("librivox_0920.wav").text).split())
-    heard = normalize(frank_finals[0].text).split()
-    assert len(heard) >= 5 and sum(w in said for w in heard) >= 0.8 * len(heard), summary
+    assert frank_finals and len({r.segment_id for r in frank_finals}) == len(frank_finals)
+    said_words = normalize(clip("librivox_0920.wav").text).split()
+    heard = normalize(" ".join(r.text for r in frank_finals)).split()
+    assert len(heard) >= 5 and sum(w in set(said_words) for w in heard) >= 0.8 * len(heard)
+    assert len(heard) < len(said_words), summary  # nothing of what he did not say
     # grace: two tracks, the muted sentence not transcribed
     assert {r.track_sid for r in listener.finals("grace")} == set(grace_tracks), summary
     assert "disposed" not in normalize(" ".join(summary["grace"])), summary
