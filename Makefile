@@ -9,7 +9,7 @@ EXTRAS ?=
 # Re-install only when a project file that declares dependencies changed (or EXTRAS did).
 STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: install run sidecar agent test test-fast lint typecheck bench bench-batch bench-stream bench-flood bench-soak clean
+.PHONY: install run sidecar agent test test-fast test-live lint typecheck bench bench-batch bench-stream bench-flood bench-soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,11 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[test,multilingual]"
 	touch $(TEST_STAMP)
 
+# honcho would apply .env over the shell's variables; `--env /dev/null` leaves .env to the
+# sidecar and the worker, which load it without overriding (real environment variables win).
 run: install
 	@test -f .env || cp .env.example .env
-	PATH="$(BIN):$$PATH" $(BIN)/honcho start
+	PATH="$(BIN):$$PATH" $(BIN)/honcho start --env /dev/null
 
 sidecar: install
 	$(PY) -m stt_sidecar
@@ -36,12 +38,19 @@ sidecar: install
 agent: install
 	$(PY) agent/main.py dev
 
-# The fast tier first (tests/unit: in-process fakes, no model, no subprocess), then the rest.
+# The fast tier first (tests/unit: in-process fakes, no model, no subprocess), then the rest;
+# the live tests need a LiveKit server and run in `make test-live`.
 test: test-fast
-	$(PY) -m pytest --ignore=tests/unit
+	$(PY) -m pytest --ignore=tests/unit -m "not live"
 
 test-fast: $(TEST_STAMP)
 	$(PY) -m pytest tests/unit
+
+# Against a real LiveKit server: LIVEKIT_URL/LIVEKIT_API_KEY/LIVEKIT_API_SECRET, or a
+# `livekit-server` on PATH or in LIVEKIT_SERVER_BIN (started with --dev on free loopback ports).
+test-live: $(TEST_STAMP)
+	@if [ -f tests/browser/package-lock.json ]; then $(MAKE) browser-deps; fi
+	$(PY) -m pytest -m live tests/live $(wildcard tests/browser)
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,13 +4,19 @@ LiveKit calls `load_fnc` every 0.5 s (in a thread of the worker's main process) 
 job offer; above `load_threshold` the worker is marked full and gets no new rooms. Our capacity
 is the sidecar's, so the load is the larger of
 
-- the sidecar's own `load` from `/ready` (stream occupancy or decoder busy fraction, whichever
-  is higher; it covers every worker sharing that sidecar), and
+- the sidecar's stream occupancy from `/ready` (`active_streams / max_streams`; it covers every
+  worker sharing that sidecar), and
 - this worker's active streams over its stream budget (`AGENT_MAX_STREAMS`, default the
   sidecar's `max_streams`), which reacts at once to a room this worker just took, before the
   sidecar's figure catches up, and caps a worker that shares a sidecar;
 
 and 1.0 (full) while the sidecar is unreachable or not ready.
+
+Not the sidecar's `load` figure, which also counts the decoder's busy fraction over the last
+5 s: that reaches 0.9+ for a few seconds whenever several finals decode at once, and a room
+created in those seconds was never dispatched at all (LiveKit does not offer it again when the
+worker frees up; seen against livekit-server 1.13). Streams are what `STT_MAX_STREAMS` and
+`AGENT_MAX_STREAMS` budget; a busy decoder only makes finals a little later.
 
 Jobs run in separate processes, so each process mirrors its number of active streams into a
 small file `<dir>/<pid>` that the main process sums; the directory comes from the environment
@@ -179,9 +185,15 @@ class LoadReporter:
         """Active streams in every process of this worker."""
         return count_streams(self._streams_dir) if self._streams_dir else 0
 
+    def stream_budget(self) -> int:
+        """Streams this worker may run: `AGENT_MAX_STREAMS`, else the sidecar's `max_streams`."""
+        status = self._status
+        return self._settings.max_streams or (status.max_streams if status else 0) or 1
+
     def __call__(self) -> float:
         status = self.sidecar_status()
         if not status.ready:
             return 1.0
         budget = self._settings.max_streams or status.max_streams or 1
-        return round(min(1.0, max(status.load, self.own_streams() / budget)), 3)
+        occupancy = status.active_streams / status.max_streams if status.max_streams else 0.0
+        return round(min(1.0, max(occupancy, self.own_streams() / budget)), 3)

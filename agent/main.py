@@ -21,18 +21,30 @@ if __name__ == "__main__":
     if sys.path and Path(sys.path[0] or ".").resolve() == _here:
         sys.path[0] = str(_here.parent)
 
+import asyncio
+import contextlib
 import logging
 import warnings
+from collections.abc import Awaitable, Callable
 
 from dotenv import load_dotenv
 
 # The cwd's .env (as `make run` / honcho use it); real environment variables take precedence.
 load_dotenv(Path.cwd() / ".env", override=False)
 
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, cli  # noqa: E402
+from livekit.agents import (  # noqa: E402
+    AgentServer,
+    AutoSubscribe,
+    JobContext,
+    JobExecutorType,
+    cli,
+)
+from livekit.agents.types import NOT_GIVEN, NotGivenOr  # noqa: E402
+from livekit.agents.utils import is_given  # noqa: E402
 from livekit.plugins import custom_stt  # noqa: E402
 
 from agent.agent_state import AgentStateAnnouncer  # noqa: E402
+from agent.livekit_ready import wait_for_livekit  # noqa: E402
 from agent.load import LoadReporter, ensure_streams_dir, process_stream_counter  # noqa: E402
 from agent.publisher import TranscriptPublisher  # noqa: E402
 from agent.settings import WorkerSettings  # noqa: E402
@@ -49,9 +61,12 @@ class TranscriptionServer(AgentServer):
     server is started: this file's CLI, `lk agent dev`, or `python -m livekit.agents start`.
     """
 
-    def __init__(self, settings: WorkerSettings, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, settings: WorkerSettings, *, load_fnc: LoadReporter, **kwargs: object
+    ) -> None:
+        super().__init__(load_fnc=load_fnc, **kwargs)  # type: ignore[arg-type]
         self.settings = settings
+        self.load_reporter = load_fnc
         # `AgentServer.aclose()` reads this attribute, which only `run()` creates: without it,
         # closing a server whose run() stopped in the sidecar wait raises AttributeError.
         self._close_future = None
@@ -78,7 +93,38 @@ class TranscriptionServer(AgentServer):
             logger.error("not starting the worker: %s", exc)
             self.sidecar_failed = True
             return
+        if not unregistered:
+            # the framework's own retries say only "failed to connect" every 10 s; say what to do
+            await wait_for_livekit(s.livekit_url or "ws://localhost:7880")
         await super().run(devmode=devmode, unregistered=unregistered)
+
+    def _get_effective_load(self) -> float:
+        """The load LiveKit's offers are judged by: reported load plus rooms accepted but not
+        yet running, each counted as one stream of this worker's budget.
+
+        livekit-agents 1.8 counts such a room as `load_threshold / num_idle_processes` (0.9 in
+        `dev`, where no process is kept warm): a second room offered while the first job's
+        process starts (about 3 s) was refused, and LiveKit never offers a refused room again
+        (seen live). A room costs a stream per speaker, which `load_fnc` counts once it runs.
+        """
+        pending = self._reserved_slots  # framework state: accepted, not yet launched
+        return self._worker_load + pending / self.load_reporter.stream_budget()
+
+    async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
+        """On SIGTERM/SIGINT in `start` mode: stop at once rather than wait for rooms to end.
+
+        The framework's drain waits up to `drain_timeout` (an hour) for every job to finish,
+        which suits a conversation but not a transcriber that runs as long as its room. So
+        draining here only stops new rooms; `aclose()`, which the CLI calls next, shuts each
+        job down, and a job's shutdown publishes the final of the utterance in progress
+        (`RoomTranscriber.aclose`) before it leaves the room. A server stopped while it was
+        still waiting for the sidecar has nothing to drain (and no process pool yet).
+        """
+        if not hasattr(self, "_proc_pool"):
+            return
+        # jobs never end by themselves: the timeout only marks the worker draining
+        with contextlib.suppress(asyncio.TimeoutError):
+            await super().drain(timeout=timeout if is_given(timeout) else 0.01)
 
 
 def build_server(worker_settings: WorkerSettings) -> TranscriptionServer:
@@ -87,14 +133,42 @@ def build_server(worker_settings: WorkerSettings) -> TranscriptionServer:
     The entrypoint stays a module-level function (job processes import it by name) and reads
     the module-level `settings`, which every process builds from the same environment.
     """
+    executor = {"process": JobExecutorType.PROCESS, "thread": JobExecutorType.THREAD}
+    extra: dict[str, object] = {}
+    if worker_settings.idle_processes is not None:
+        extra["num_idle_processes"] = worker_settings.idle_processes
+    if worker_settings.http_port is not None:
+        extra["port"] = worker_settings.http_port
     new_server = TranscriptionServer(
         worker_settings,
+        job_executor_type=executor[worker_settings.job_executor],
+        host=worker_settings.http_host,
+        **extra,
         load_fnc=LoadReporter(worker_settings, ensure_streams_dir()),
         # the load is the sidecar's, so "full" means the same in dev and in production
         load_threshold=worker_settings.load_threshold,
     )
-    new_server.rtc_session(entrypoint, agent_name=worker_settings.agent_name)
+    new_server.rtc_session(
+        entrypoint, agent_name=worker_settings.agent_name, on_session_end=session_end
+    )
     return new_server
+
+
+_running: dict[str, Callable[[str], Awaitable[None]]] = {}
+"""Each running job's closer, by job id (jobs may be threads of one process)."""
+
+
+async def session_end(ctx: JobContext) -> None:
+    """Close the room's transcribers while the room is still connected.
+
+    livekit-agents 1.8 ends a job (room closed, SIGTERM, worker stop) in this order:
+    `on_session_end`, then `room.disconnect()`, then the shutdown callbacks. Found live: closing
+    in a shutdown callback lost the final of the utterance in progress ("room closed: channel
+    closed"); here it is published before the worker leaves.
+    """
+    closer = _running.pop(ctx.job.id, None)
+    if closer is not None:
+        await closer("session end")
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -118,12 +192,22 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.room, stt=stt, publisher=publisher, counter=process_stream_counter()
     )
 
+    closed = False
+
     async def _shutdown(reason: str) -> None:
+        nonlocal closed
+        _running.pop(ctx.job.id, None)
+        if closed:
+            return
+        closed = True
         logger.info("room %s ends (%s): closing its transcribers", ctx.room.name, reason)
         await room_transcriber.aclose()
         await stt.aclose()
         await agent_state.aclose()
 
+    _running[ctx.job.id] = _shutdown
+    # a fallback only: shutdown callbacks run after the room is disconnected, too late to
+    # publish (`session_end` below is the one that delivers the in-flight finals)
     ctx.add_shutdown_callback(_shutdown)
     room_transcriber.start()
     logger.info(

@@ -57,6 +57,15 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in choices:
+        raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """Everything the worker reads from the environment; `.env.example` documents each variable."""
@@ -79,11 +88,27 @@ class WorkerSettings:
     receive as `RoomEvent.TranscriptionReceived`."""
     publish_interims: bool = True
     """`PUBLISH_INTERIMS`: also publish non-final hypotheses (data and lk.transcription)."""
-    sidecar_ready_timeout_s: float = 300.0
-    """`SIDECAR_READY_TIMEOUT_S`: how long to wait for the sidecar's `/ready` before giving up;
-    generous because a first run of a large model downloads it before it can warm up."""
+    sidecar_ready_timeout_s: float = 60.0
+    """`SIDECAR_READY_TIMEOUT_S`: how long to wait for the sidecar's `/ready` before giving up.
+    The bundled tiny.en is ready in about a second; raise it for a large model that a first run
+    downloads before it can warm up."""
     load_threshold: float = 0.9
     """`AGENT_LOAD_THRESHOLD`: above this load LiveKit stops dispatching rooms to this worker."""
+    job_executor: str = "process"
+    """`AGENT_JOB_EXECUTOR`: `process` (one process per room, the framework's default) or
+    `thread` (rooms as threads of the worker process). Measured at eight rooms: threads took
+    387 MiB PSS against 686 MiB, same CPU; but two rooms starting at once in one process hung
+    in `ctx.connect()` (livekit FFI "timed out waiting for ReadyForRoomEventRequest"), so
+    processes stay the default."""
+    idle_processes: int | None = None
+    """`AGENT_IDLE_PROCESSES`: job processes kept warm; unset = the framework's default (0 in
+    `dev`, one per CPU in `start`)."""
+    http_host: str = ""
+    """`AGENT_HTTP_HOST`: address of the worker's health endpoint; empty = the framework's
+    default (every interface, for orchestrator probes); 127.0.0.1 keeps it private."""
+    http_port: int | None = None
+    """`AGENT_HTTP_PORT`: its port; unset = the framework's (8081 in `start`, random in `dev`),
+    0 = any free port (several workers on one machine)."""
     max_streams: int = 0
     """`AGENT_MAX_STREAMS`: participants this worker transcribes at full load; 0 = the
     sidecar's own `max_streams` (the right value when a worker has the sidecar to itself)."""
@@ -118,4 +143,16 @@ class WorkerSettings:
                 env, "AGENT_LOAD_THRESHOLD", d.load_threshold, minimum=0.05, maximum=1.0
             ),
             max_streams=_int(env, "AGENT_MAX_STREAMS", d.max_streams, minimum=0),
+            http_host=env.get("AGENT_HTTP_HOST", "").strip(),
+            http_port=(
+                _int(env, "AGENT_HTTP_PORT", 0, minimum=0)
+                if env.get("AGENT_HTTP_PORT", "").strip()
+                else None
+            ),
+            job_executor=_choice(env, "AGENT_JOB_EXECUTOR", d.job_executor, ("process", "thread")),
+            idle_processes=(
+                _int(env, "AGENT_IDLE_PROCESSES", 0, minimum=0)
+                if env.get("AGENT_IDLE_PROCESSES", "").strip()
+                else None
+            ),
         )

@@ -28,7 +28,7 @@ def test_settings_defaults_and_parsing() -> None:
     assert defaults.transcript_topic == "transcription"
     assert defaults.publish_interims is True
     assert defaults.agent_name == ""
-    assert defaults.sidecar_ready_timeout_s == 300
+    assert defaults.sidecar_ready_timeout_s == 60
 
     custom = WorkerSettings.from_env(
         {

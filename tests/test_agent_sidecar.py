@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from livekit.agents import APIConnectOptions
 from livekit.plugins import custom_stt
@@ -238,3 +239,58 @@ async def test_transcriber_reopens_its_stream_after_an_outage_beyond_the_plugin_
     assert any(
         "failed" in r.getMessage() and "new stream" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_a_busy_decoder_does_not_make_the_worker_refuse_rooms(
+    sidecar: SidecarProcess, tmp_path
+) -> None:
+    """Found in a live room: the sidecar's `load` counts the decoder's busy fraction, which sits
+    at 0.9+ while finals decode; a room created then was never dispatched (LiveKit does not
+    offer it again). The worker reports stream occupancy instead."""
+    reporter = LoadReporter(worker_settings(sidecar.url), tmp_path, cache_s=0.0)
+    wav = clip("jfk.wav").path.read_bytes()
+
+    async def transcribe(session: aiohttp.ClientSession) -> None:
+        for _ in range(4):  # ~8 s of decoding per worker: the busy fraction is over 5 s
+            async with session.post(f"{sidecar.url}/transcribe", data={"file": wav}) as resp:
+                assert resp.status == 200
+
+    async with aiohttp.ClientSession() as session:
+        batch = [asyncio.create_task(transcribe(session)) for _ in range(4)]
+        busiest = 0.0
+        while not all(t.done() for t in batch):
+            status = probe_ready_sync(sidecar.url)
+            if status.load >= 0.9:
+                busiest = status.load
+                assert reporter() < 0.9
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*batch)
+    assert busiest >= 0.9, "the decoder never looked busy: nothing was tested"
+
+
+def test_rooms_being_launched_count_one_stream_each(sidecar: SidecarProcess) -> None:
+    """Found in a live room: livekit-agents counted a room accepted but not yet launched as
+    0.9 in `dev`, so a second room offered within the first job's ~3 s start was refused for
+    good. Each such room now counts one stream of the budget."""
+    from livekit.agents import AgentServer
+
+    main = import_agent_main()
+    assert callable(getattr(AgentServer, "_get_effective_load", None)), "framework changed"
+    server = main.build_server(worker_settings(sidecar.url))
+    server._worker_load, server._reserved_slots = 0.0, 0  # what run() sets up
+    assert server.load_reporter() < 0.9  # probes the sidecar: 8 streams
+    server._reserved_slots = 3
+    assert server._get_effective_load() == pytest.approx(3 / 8)
+    small = main.build_server(worker_settings(sidecar.url, max_streams=2))
+    small._worker_load, small._reserved_slots = 0.5, 1
+    assert small._get_effective_load() == pytest.approx(1.0)  # full: the next room goes elsewhere
+
+
+def test_rooms_close_their_transcribers_before_the_room_disconnects(
+    sidecar: SidecarProcess,
+) -> None:
+    """Found live: a SIGTERMed worker lost the in-flight final, because shutdown callbacks run
+    after `room.disconnect()`. The transcribers close in `on_session_end`, which runs before."""
+    main = import_agent_main()
+    server = main.build_server(worker_settings(sidecar.url))
+    assert server._session_end_fnc is main.session_end  # framework state: the registered hook
