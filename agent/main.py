@@ -26,6 +26,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from dotenv import load_dotenv
 
@@ -122,9 +123,11 @@ class TranscriptionServer(AgentServer):
         """
         if not hasattr(self, "_proc_pool"):
             return
-        # jobs never end by themselves: the timeout only marks the worker draining
+        # jobs never end by themselves: the timeout only marks the worker draining. It must be
+        # truthy (the framework treats 0 as "no timeout"); it is typed int but used as seconds.
+        short = cast(int, 0.01)
         with contextlib.suppress(asyncio.TimeoutError):
-            await super().drain(timeout=timeout if is_given(timeout) else 0.01)
+            await super().drain(timeout=timeout if is_given(timeout) else short)
 
 
 def build_server(worker_settings: WorkerSettings) -> TranscriptionServer:
