@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .auth import make_auth_middleware
 from .config import SidecarSettings
-from .decoder import DecodeScheduler, run_whisper
 from .errors import ApiError, error_middleware
 from .metrics import SidecarMetrics
 from .model import (
@@ -26,6 +25,12 @@ from .model import (
     default_compute_type,
     load_whisper_model,
     pick_device,
+)
+from .scheduler import (
+    DecodeScheduler,
+    install_encoder_window,
+    remove_encoder_window,
+    run_whisper,
 )
 
 logger = logging.getLogger("stt_sidecar")
@@ -101,6 +106,8 @@ async def _load_and_warm(app: web.Application) -> None:
             max_pending_batch=s.max_pending,
             streams_open=lambda: state.active_streams > 0,
         )
+        # Interims ask for short encoder windows (scheduler.py explains why); undone in model_ctx.
+        install_encoder_window()
         scheduler.start()
         state.scheduler = scheduler
         # A first decode on real speech pays one-off costs (allocations, kernels) before traffic.
@@ -138,6 +145,7 @@ async def model_ctx(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[STATE].scheduler
     if scheduler is not None:
         await scheduler.close()
+        remove_encoder_window()
 
 
 async def health(request: web.Request) -> web.Response:

@@ -30,9 +30,9 @@ from faster_whisper.transcribe import Segment, TranscriptionInfo
 from . import formats
 from .app import STATE, SidecarState
 from .audio_decode import SAMPLE_RATE, AudioDecodeError, check_container, decode_audio_capped
-from .decoder import DecodeFailed, DecodeOverloaded, DecodeResult, Priority
 from .errors import REQUEST_ID, ApiError, Handler
 from .long_form import plan_pieces, transcribe_pieces
+from .scheduler import DecodeFailed, DecodeOverloaded, DecodeResult, Priority
 from .upload import Upload, read_upload
 from .whisper_options import DecodeRequest, decode_options
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from faster_whisper import WhisperModel
 
-from stt_sidecar import decoder
-from stt_sidecar.decoder import DecodeScheduler, Priority
+from stt_sidecar import scheduler as scheduler_module
 from stt_sidecar.long_form import PIECE_MAX_S, plan_pieces
 from stt_sidecar.model import bundled_model_path
+from stt_sidecar.scheduler import DecodeScheduler, Priority
 from stt_sidecar.whisper_options import DecodeRequest, decode_options
 
 from .batch_support import form
@@ -116,7 +116,7 @@ async def test_open_stream_keeps_a_worker_from_batch(
     """Two workers, a stream open, three batch pieces queued: batch runs one at a time, and a
     final submitted meanwhile starts before the running batch piece ends (it does not queue
     behind batch). Once the stream closes, batch uses both workers again."""
-    real = decoder.run_whisper
+    real = scheduler_module.run_whisper
     events: list[tuple[str, str]] = []
     lock = threading.Lock()
 
@@ -130,7 +130,7 @@ async def test_open_stream_keeps_a_worker_from_batch(
             with lock:
                 events.append(("end", kind))
 
-    monkeypatch.setattr(decoder, "run_whisper", recording)
+    monkeypatch.setattr(scheduler_module, "run_whisper", recording)
     stream_open = True
     scheduler = DecodeScheduler(
         model, workers=2, max_pending_batch=8, streams_open=lambda: stream_open

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from ..app import SidecarState
-from ..decoder import DecodeFailed, DecodeResult, Priority
+from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import TARGET_RATE, PcmTo16k, SampleBuffer
-from .decoding import (
+from .transcripts import (
     FinalText,
     StableText,
     audible_end,

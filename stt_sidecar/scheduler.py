@@ -18,14 +18,19 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faster_whisper.transcribe
 import numpy as np
-from faster_whisper import WhisperModel
-from faster_whisper.transcribe import Segment, TranscriptionInfo
 
-logger = logging.getLogger("stt_sidecar.decoder")
+from .audio_format import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    # Types only: importing this module loads no model code, so unit tests can drive the
+    # scheduler with a fake model.
+    from faster_whisper import WhisperModel
+    from faster_whisper.transcribe import Segment, TranscriptionInfo
+
+logger = logging.getLogger("stt_sidecar.scheduler")
 
 
 class Priority(IntEnum):
@@ -73,15 +78,51 @@ class _Job:
 # CTranslate2 accepts shorter inputs. A per-thread override of the padding length lets a decode
 # ask for a shorter window; only interims do (measured: 15 s windows cost ~2 WER points on the
 # test set, so finals keep 30 s and match batch).
+#
+# The override replaces `faster_whisper.transcribe.pad_or_trim`, a module global, so the app
+# installs it explicitly while its scheduler runs (`app._load_and_warm` / `model_ctx`), never
+# as a side effect of an import. With no window asked for it pads to 30 s as the original does,
+# so other users of faster-whisper in the process see no difference.
 _encoder_window = threading.local()
-_pad_or_trim_30s = faster_whisper.transcribe.pad_or_trim
+_patch_lock = threading.Lock()
+_patch_users = 0
+_original_pad_or_trim: Callable[..., Any] | None = None
 
 
-def _pad_or_trim_to_thread_window(array: np.ndarray, length: int = 3000, *, axis: int = -1):
-    return _pad_or_trim_30s(array, getattr(_encoder_window, "frames", None) or length, axis=axis)
+def _pad_or_trim_to_thread_window(array: np.ndarray, length: int = 3000, *, axis: int = -1) -> Any:
+    assert _original_pad_or_trim is not None
+    return _original_pad_or_trim(
+        array, getattr(_encoder_window, "frames", None) or length, axis=axis
+    )
 
 
-faster_whisper.transcribe.pad_or_trim = _pad_or_trim_to_thread_window
+def install_encoder_window() -> None:
+    """Let decodes in this process ask for a shorter encoder window (`run_whisper`'s
+    `encoder_window_s`). Counted: each call is undone by one `remove_encoder_window`."""
+    global _patch_users, _original_pad_or_trim
+    import faster_whisper.transcribe as fw_transcribe
+
+    with _patch_lock:
+        if _patch_users == 0:
+            _original_pad_or_trim = fw_transcribe.pad_or_trim
+            fw_transcribe.pad_or_trim = _pad_or_trim_to_thread_window
+        _patch_users += 1
+
+
+def remove_encoder_window() -> None:
+    """Undo `install_encoder_window` once its last user (scheduler) has closed."""
+    global _patch_users, _original_pad_or_trim
+    import faster_whisper.transcribe as fw_transcribe
+
+    with _patch_lock:
+        if _patch_users == 0:
+            return
+        _patch_users -= 1
+        if _patch_users == 0 and _original_pad_or_trim is not None:
+            fw_transcribe.pad_or_trim = _original_pad_or_trim
+            _original_pad_or_trim = None
+
+
 MEL_FRAMES_PER_SECOND = 100
 
 
@@ -98,7 +139,7 @@ def run_whisper(
         encoder_window_s: encode this many seconds instead of 30; ignored when the audio is
             longer (it would be cut).
     """
-    fits = encoder_window_s is not None and audio.size <= encoder_window_s * 16000
+    fits = encoder_window_s is not None and audio.size <= encoder_window_s * SAMPLE_RATE
     _encoder_window.frames = int(encoder_window_s * MEL_FRAMES_PER_SECOND) if fits else None
     try:
         segments, info = model.transcribe(audio, **options)
@@ -313,7 +354,7 @@ class DecodeScheduler:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("decode failed (%.1f s of audio)", len(job.audio) / 16000)
+                logger.exception("decode failed (%.1f s of audio)", len(job.audio) / SAMPLE_RATE)
                 if not job.future.done():
                     job.future.set_exception(DecodeFailed())
             else:
