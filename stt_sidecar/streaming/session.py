@@ -19,13 +19,14 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..app import SidecarState
+from ..config import SidecarSettings
+from ..metrics import SidecarMetrics
 from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import TARGET_RATE, PcmTo16k, SampleBuffer
@@ -49,6 +50,39 @@ POST_PAD_S = 0.3  # silence kept after the last speech window for the final's de
 SPECULATIVE_SILENCE_S = 0.15  # start the final's decode this early in a pause
 INTERIM_MIN_WINDOW_S = 15.0  # shorter encoder windows for interims cost accuracy below ~15 s
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
+
+
+class BusyFraction(Protocol):
+    def fraction(self) -> float: ...
+
+
+class SessionScheduler(Protocol):
+    """What a session needs of `scheduler.DecodeScheduler`: a unit test passes a fake."""
+
+    @property
+    def busy(self) -> BusyFraction: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def batch_running(self) -> bool: ...
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        priority: Priority,
+        *,
+        owner: Hashable | None = None,
+        encoder_window_s: float | None = None,
+    ) -> DecodeResult: ...
+
+
+class SpeechProbabilities(Protocol):
+    """What a session needs of `vad.StreamingVAD`: one probability per completed window."""
+
+    def process(self, audio: np.ndarray) -> np.ndarray: ...
 
 
 class SlowConsumer(Exception):
@@ -89,26 +123,32 @@ class StreamSession:
     Args:
         session_id: sent in `ready` and logged.
         config: the validated `config` message.
-        state: the app's shared state (scheduler, settings, metrics).
+        scheduler: where decodes go (the app's `DecodeScheduler`).
+        settings: endpointing, utterance and interim settings.
+        metrics: the app's metrics.
         send: coroutine function sending one JSON-able message to the client.
+        vad: speech probabilities per `WINDOW`; Silero (`StreamingVAD`) unless given.
     """
 
     def __init__(
         self,
         session_id: str,
         config: protocol.StreamConfig,
-        state: SidecarState,
+        *,
+        scheduler: SessionScheduler,
+        settings: SidecarSettings,
+        metrics: SidecarMetrics,
         send: Callable[[dict[str, Any]], Any],
+        vad: SpeechProbabilities | None = None,
     ) -> None:
-        s = state.settings
+        s = settings
         self.id = session_id
         self.config = config
-        self._state = state
-        self._scheduler = state.require_scheduler()
-        self._metrics = state.metrics
+        self._scheduler = scheduler
+        self._metrics = metrics
         self._send = send
         self._convert = PcmTo16k(config.sample_rate, config.channels)
-        self._vad = StreamingVAD()
+        self._vad = vad if vad is not None else StreamingVAD()
         self._max_utterance = int(s.max_utterance_s * TARGET_RATE)
         self._endpoint = int(s.endpoint_silence_ms / 1000 * TARGET_RATE)
         self._speculative = min(int(SPECULATIVE_SILENCE_S * TARGET_RATE), self._endpoint)

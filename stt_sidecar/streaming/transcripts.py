@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from faster_whisper.transcribe import Segment
 
 from ..whisper_options import (
     LOG_PROB_THRESHOLD,
@@ -17,6 +16,9 @@ from ..whisper_options import (
     decode_options,
 )
 from .protocol import StreamConfig
+
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment
 
 _WORDLESS = re.compile(r"^[\W_]*$")
 

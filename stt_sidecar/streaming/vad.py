@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-from faster_whisper.vad import get_vad_model
 
 WINDOW = 512  # samples at 16 kHz: 32 ms, the model's fixed input
 CONTEXT = 64  # samples of the previous window the model sees in front of each window
@@ -21,7 +20,10 @@ CONTEXT = 64  # samples of the previous window the model sees in front of each w
 @cache
 def _shared_session():
     # One ONNX session for every stream: InferenceSession.run is thread-safe and stateless;
-    # the recurrent state lives in each StreamingVAD.
+    # the recurrent state lives in each StreamingVAD. Imported here so that importing the
+    # session (for its WINDOW) loads no model code.
+    from faster_whisper.vad import get_vad_model
+
     return get_vad_model().session
 
 
