@@ -17,6 +17,7 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .audio_format import SAMPLE_RATE
 from .auth import make_auth_middleware
 from .batch import add_batch_routes
 from .config import SidecarSettings
@@ -46,7 +47,7 @@ def read_warmup_audio() -> np.ndarray:
     import soundfile
 
     audio, rate = soundfile.read(WARMUP_CLIP, dtype="float32")
-    assert rate == 16000 and audio.ndim == 1
+    assert rate == SAMPLE_RATE and audio.ndim == 1
     return audio
 
 
@@ -68,7 +69,6 @@ async def _load_and_warm(app: web.Application) -> None:
         scheduler = DecodeScheduler(
             model,
             workers=s.decode_workers,
-            max_pending_batch=s.max_pending,
             streams_open=lambda: state.active_streams > 0,
         )
         # Interims ask for short encoder windows (scheduler.py explains why); undone in model_ctx.

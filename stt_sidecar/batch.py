@@ -28,11 +28,13 @@ from aiohttp import web
 from faster_whisper.transcribe import Segment, TranscriptionInfo
 
 from . import formats
-from .audio_decode import SAMPLE_RATE, AudioDecodeError, check_container, decode_audio_capped
+from .audio_decode import AudioDecodeError, check_container, decode_audio_capped
+from .audio_format import SAMPLE_RATE
+from .config import parse_bool
 from .errors import REQUEST_ID, ApiError, Handler
 from .languages import LanguageRejected, Languages, TaskRejected
 from .long_form import plan_pieces, transcribe_pieces
-from .scheduler import DecodeFailed, DecodeOverloaded, DecodeResult, Priority
+from .scheduler import DecodeFailed, DecodeResult, Priority
 from .state import STATE, SidecarState
 from .upload import Upload, read_upload
 from .whisper_options import DecodeRequest, decode_options
@@ -85,12 +87,10 @@ def _parse_bool(upload: Upload, name: str) -> bool:
     raw = upload.get(name)
     if raw is None or raw.strip() == "":
         return False
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise _bad(name, f"'{name}' must be true or false.")
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        raise _bad(name, f"'{name}' must be true or false.") from None
 
 
 def _parse_temperature(upload: Upload) -> float | None:
@@ -218,8 +218,6 @@ async def _decode(
         segments, info, progress = await transcribe_pieces(
             audio, pieces, decode_options(decode_request), decode_piece
         )
-    except DecodeOverloaded:
-        raise _overloaded() from None
     except DecodeFailed:
         raise ApiError(
             503,

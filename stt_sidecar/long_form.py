@@ -28,7 +28,7 @@ import numpy as np
 from faster_whisper.transcribe import Segment, TranscriptionInfo
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from .audio_decode import SAMPLE_RATE
+from .audio_format import SAMPLE_RATE
 from .scheduler import DecodeResult
 
 PIECE_MAX_S = 30.0  # Whisper's window: a piece never needs a second encoder pass for length

@@ -41,10 +41,6 @@ class Priority(IntEnum):
     INTERIM = 2
 
 
-class DecodeOverloaded(Exception):
-    """Too many batch requests are already waiting for the model."""
-
-
 class DecodeFailed(Exception):
     """The model itself failed; the cause is logged, never sent to clients."""
 
@@ -185,7 +181,6 @@ class DecodeScheduler:
     Args:
         model: the shared model, created with `num_workers=workers`.
         workers: concurrent decodes (threads); match `WhisperModel(num_workers=...)`.
-        max_pending_batch: batch jobs queued or running before `DecodeOverloaded`.
         streams_open: whether any stream is open; while one is, batch jobs leave one worker
             free (`batch_limit`).
     """
@@ -195,12 +190,10 @@ class DecodeScheduler:
         model: WhisperModel,
         *,
         workers: int = 1,
-        max_pending_batch: int = 8,
         streams_open: Callable[[], bool] | None = None,
     ):
         self.model = model
         self._workers = workers
-        self._max_pending_batch = max_pending_batch
         self._streams_open = streams_open or (lambda: False)
         self._running_batch = 0
         self._heap: list[_Job] = []
@@ -209,7 +202,6 @@ class DecodeScheduler:
         self._seq = itertools.count()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending_batch = 0
         self.busy = BusyTracker(workers)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -235,10 +227,6 @@ class DecodeScheduler:
         return sum(1 for job in self._heap if not job.dead)
 
     @property
-    def pending_batch(self) -> int:
-        return self._pending_batch
-
-    @property
     def batch_running(self) -> bool:
         """A batch piece holds a worker now."""
         return self._running_batch > 0
@@ -258,45 +246,39 @@ class DecodeScheduler:
         Within a priority, jobs of owners (streams) with fewer jobs in flight go first, so a
         client sending faster than real time cannot starve the finals of the others.
 
+        Batch admission is not limited here: `batch.BatchGate` admits at most STT_MAX_PENDING
+        requests, each with one piece queued at a time.
+
         Raises:
-            DecodeOverloaded: a batch job found the batch queue full.
             DecodeFailed: the model raised.
         """
-        if priority == Priority.BATCH:
-            if self._pending_batch >= self._max_pending_batch:
-                raise DecodeOverloaded()
-            self._pending_batch += 1
+        future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
+        round_ = self._in_flight[owner] if owner is not None else 0
+        job = _Job(
+            int(priority),
+            round_,
+            next(self._seq),
+            audio,
+            options,
+            future,
+            encoder_window_s,
+        )
+        if owner is not None:
+            self._in_flight[owner] += 1
+        heapq.heappush(self._heap, job)
+        self._wakeup.set()
         try:
-            future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
-            round_ = self._in_flight[owner] if owner is not None else 0
-            job = _Job(
-                int(priority),
-                round_,
-                next(self._seq),
-                audio,
-                options,
-                future,
-                encoder_window_s,
-            )
-            if owner is not None:
-                self._in_flight[owner] += 1
-            heapq.heappush(self._heap, job)
-            self._wakeup.set()
-            try:
-                return await future
-            finally:
-                # A cancelled waiter leaves nothing behind to decode. The dead job stays in the
-                # heap until a worker pops it, so it must not keep its audio alive meanwhile
-                # (cancelled interims of a stream racing ahead would pile up, ~1 MB each).
-                job.dead = True
-                job.audio = _NO_AUDIO
-                if owner is not None:
-                    self._in_flight[owner] -= 1
-                    if self._in_flight[owner] == 0:
-                        del self._in_flight[owner]
+            return await future
         finally:
-            if priority == Priority.BATCH:
-                self._pending_batch -= 1
+            # A cancelled waiter leaves nothing behind to decode. The dead job stays in the
+            # heap until a worker pops it, so it must not keep its audio alive meanwhile
+            # (cancelled interims of a stream racing ahead would pile up, ~1 MB each).
+            job.dead = True
+            job.audio = _NO_AUDIO
+            if owner is not None:
+                self._in_flight[owner] -= 1
+                if self._in_flight[owner] == 0:
+                    del self._in_flight[owner]
 
     def batch_limit(self) -> int:
         """Workers batch pieces may occupy now. While any stream is open one worker is kept

@@ -132,9 +132,7 @@ async def test_open_stream_keeps_a_worker_from_batch(
 
     monkeypatch.setattr(scheduler_module, "run_whisper", recording)
     stream_open = True
-    scheduler = DecodeScheduler(
-        model, workers=2, max_pending_batch=8, streams_open=lambda: stream_open
-    )
+    scheduler = DecodeScheduler(model, workers=2, streams_open=lambda: stream_open)
     scheduler.start()
     speech = read_pcm16(clip("jfk.wav").path)[0].astype(np.float32) / 32768.0
     options = decode_options(DecodeRequest(language="en"))

@@ -183,9 +183,7 @@ async def _serve(conn: StreamConnection, state: SidecarState) -> None:
                     metrics=state.metrics,
                     send=_make_sender(ws),
                 )
-                await ws.send_str(
-                    json.dumps({"type": "ready", "session_id": session_id, "sample_rate": 16000})
-                )
+                await ws.send_str(json.dumps(protocol.ready(session_id)))
                 logger.info(
                     "stream %s open (%d Hz, %d ch)", session_id, config.sample_rate, config.channels
                 )
@@ -197,7 +195,7 @@ async def _serve(conn: StreamConnection, state: SidecarState) -> None:
                     return
             elif kind == "close":
                 conn.closing = True
-                await conn.session.finish({"type": "closed"})
+                await conn.session.finish(protocol.closed())
                 logger.info("stream %s closed by client", conn.session.id)
                 await _close(conn, WSCloseCode.OK, "closed")
                 return

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..audio_format import SAMPLE_RATE
 from ..languages import LanguageRejected, Languages, TaskRejected
 
 MIN_SAMPLE_RATE = 8000
@@ -47,7 +48,7 @@ class ProtocolViolation(Exception):
 @dataclass(frozen=True)
 class StreamConfig:
     language: str | None = "en"
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     channels: int = 1
     task: str = "transcribe"
     interim_results: bool = True
@@ -98,7 +99,7 @@ def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
             raise bad("language", "this model is English-only") from None
         raise unknown_language from None
 
-    sample_rate = message.get("sample_rate", 16000)
+    sample_rate = message.get("sample_rate", SAMPLE_RATE)
     if not _is_int(sample_rate) or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise bad("sample_rate", f"must be an integer from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}")
 
@@ -152,6 +153,19 @@ def parse_text_message(raw: str) -> dict[str, Any]:
 
 def _t(seconds: float) -> float:
     return round(seconds, 3) if math.isfinite(seconds) else 0.0
+
+
+def ready(session_id: str) -> dict[str, Any]:
+    """The answer to a valid config: audio is taken from now on and transcribed at 16 kHz."""
+    return {"type": "ready", "session_id": session_id, "sample_rate": SAMPLE_RATE}
+
+
+def flushed() -> dict[str, Any]:
+    return {"type": "flushed"}
+
+
+def closed() -> dict[str, Any]:
+    return {"type": "closed"}
 
 
 def error_message(code: str, message: str) -> dict[str, Any]:

@@ -25,11 +25,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..audio_format import SAMPLE_RATE
 from ..config import SidecarSettings
 from ..metrics import SidecarMetrics
 from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
-from .audio_input import TARGET_RATE, PcmTo16k, SampleBuffer
+from .audio_input import PcmTo16k, SampleBuffer
 from .transcripts import (
     FinalText,
     StableText,
@@ -90,7 +91,7 @@ class SlowConsumer(Exception):
 
 
 def _seconds(samples: int) -> float:
-    return samples / TARGET_RATE
+    return samples / SAMPLE_RATE
 
 
 @dataclass
@@ -149,13 +150,13 @@ class StreamSession:
         self._send = send
         self._convert = PcmTo16k(config.sample_rate, config.channels)
         self._vad = vad if vad is not None else StreamingVAD()
-        self._max_utterance = int(s.max_utterance_s * TARGET_RATE)
-        self._endpoint = int(s.endpoint_silence_ms / 1000 * TARGET_RATE)
-        self._speculative = min(int(SPECULATIVE_SILENCE_S * TARGET_RATE), self._endpoint)
-        self._interim_interval = int(s.interim_interval_ms / 1000 * TARGET_RATE)
-        self._pre_roll = int(PRE_ROLL_S * TARGET_RATE)
-        self._post_pad = int(POST_PAD_S * TARGET_RATE)
-        self._buffer = SampleBuffer(self._max_utterance + self._pre_roll + 2 * TARGET_RATE)
+        self._max_utterance = int(s.max_utterance_s * SAMPLE_RATE)
+        self._endpoint = int(s.endpoint_silence_ms / 1000 * SAMPLE_RATE)
+        self._speculative = min(int(SPECULATIVE_SILENCE_S * SAMPLE_RATE), self._endpoint)
+        self._interim_interval = int(s.interim_interval_ms / 1000 * SAMPLE_RATE)
+        self._pre_roll = int(PRE_ROLL_S * SAMPLE_RATE)
+        self._post_pad = int(POST_PAD_S * SAMPLE_RATE)
+        self._buffer = SampleBuffer(self._max_utterance + self._pre_roll + 2 * SAMPLE_RATE)
         self._vad_cursor = 0  # absolute sample index of the next VAD window
         self._next_utterance_id = 1
         self._utterance: Utterance | None = None
@@ -322,7 +323,7 @@ class StreamSession:
     def flush(self) -> None:
         """Finalize what has been said so far, then `flushed`."""
         self._finalize_now()
-        self._push({"type": "flushed"})
+        self._push(protocol.flushed())
 
     def _finalize_now(self) -> None:
         if self._utterance is not None:
@@ -483,7 +484,7 @@ class StreamSession:
                     self._interim_options,
                     Priority.INTERIM,
                     owner=self.id,
-                    encoder_window_s=max(INTERIM_MIN_WINDOW_S, audio.size / TARGET_RATE + 1.0),
+                    encoder_window_s=max(INTERIM_MIN_WINDOW_S, audio.size / SAMPLE_RATE + 1.0),
                 )
             )
             self._interim_decode = decode

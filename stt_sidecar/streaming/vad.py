@@ -13,7 +13,7 @@ from functools import cache
 
 import numpy as np
 
-WINDOW = 512  # samples at 16 kHz: 32 ms, the model's fixed input
+WINDOW = 512  # samples at 16 kHz (audio_format.SAMPLE_RATE): 32 ms, the model's fixed input
 CONTEXT = 64  # samples of the previous window the model sees in front of each window
 
 
