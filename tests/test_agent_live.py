@@ -25,8 +25,8 @@ import pytest
 from livekit import api, rtc
 
 from .agent_support import Microphone, speech, worker_process_env
-from .sidecar_process import SidecarProcess
-from .speech import clip, wer
+from .support.sidecar import SidecarProcess
+from .support.speech import clip, wer
 
 LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 MISSING = [name for name in LIVEKIT_VARS if not os.environ.get(name)]

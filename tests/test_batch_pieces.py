@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -23,10 +21,8 @@ from stt_sidecar.scheduler import DecodeScheduler, Priority
 from stt_sidecar.whisper_options import DecodeRequest, decode_options
 
 from .batch_support import form
-from .speech import DATA, clip, conversation, normalize, read_pcm16, wer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from long_audio import long_speech, wav_bytes  # bench/ is not a package
+from .support.long_audio import long_speech, wav_bytes
+from .support.speech import DATA, clip, conversation, normalize, read_pcm16, wer
 
 RATE = 16000
 
