@@ -379,7 +379,7 @@ def _instrumented(endpoint: str, handler: Handler, *, gated: bool) -> Handler:
             status, code = 499, "client_closed"  # nginx's code for "the client went away"
             raise
         finally:
-            if entered:
+            if gate is not None and entered:
                 gate.leave()
                 if gate.in_flight == 0 and _malloc_trim is not None:
                     # the last upload of a burst is done: hand its freed heap back to the OS

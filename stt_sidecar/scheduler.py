@@ -135,8 +135,10 @@ def run_whisper(
         encoder_window_s: encode this many seconds instead of 30; ignored when the audio is
             longer (it would be cut).
     """
-    fits = encoder_window_s is not None and audio.size <= encoder_window_s * SAMPLE_RATE
-    _encoder_window.frames = int(encoder_window_s * MEL_FRAMES_PER_SECOND) if fits else None
+    frames = None
+    if encoder_window_s is not None and audio.size <= encoder_window_s * SAMPLE_RATE:
+        frames = int(encoder_window_s * MEL_FRAMES_PER_SECOND)
+    _encoder_window.frames = frames
     try:
         segments, info = model.transcribe(audio, **options)
         return list(segments), info

@@ -41,6 +41,7 @@ class PcmTo16k:
         frame.sample_rate = self._rate
         frame.pts = self._pts
         self._pts += samples.size // self._channels
+        assert self._resampler is not None  # not passthrough
         return self._collect(self._resampler.resample(frame))
 
     def flush(self) -> np.ndarray:

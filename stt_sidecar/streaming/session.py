@@ -347,7 +347,9 @@ class StreamSession:
 
     async def aclose(self) -> None:
         """Stop at once (client gone): cancel every task this session started. Idempotent."""
-        tasks = [t for t in (self._sender, self._interims) if t is not None]
+        tasks: list[asyncio.Task[Any]] = [
+            t for t in (self._sender, self._interims) if t is not None
+        ]
         tasks.extend(self._speculations)
         for item in self._ordered:
             if isinstance(item, PendingFinal):

@@ -32,13 +32,14 @@ class StreamingVAD:
 
     def __init__(self) -> None:
         self._session = _shared_session()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream so far: recurrent state, context and any partial window."""
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
-
-    def reset(self) -> None:
-        self.__init__()
 
     def process(self, audio: np.ndarray) -> np.ndarray:
         """Feed samples; returns one probability per completed window (maybe none)."""
