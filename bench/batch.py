@@ -29,11 +29,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Protocol
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.sidecar_process import SidecarProcess  # noqa: E402
-from tests.speech import wer  # noqa: E402  (the tests' normalisation, so figures match)
+from tests.support.sidecar import SidecarProcess
+from tests.support.speech import wer  # the tests' normalisation, so figures match
 
 
 @dataclass

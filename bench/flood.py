@@ -21,22 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import psutil
 
+from bench.stream import ResourceSampler, analyse, pct
+from stt_sidecar.replay import load_pcm16, replay
+from tests.support.long_audio import long_speech, wav_bytes
+from tests.support.sidecar import SidecarProcess
+from tests.support.speech import wer
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from long_audio import long_speech, wav_bytes  # noqa: E402  (bench/, this script's directory)
-from stream import ResourceSampler, analyse, pct  # noqa: E402
-
-from stt_sidecar.replay import load_pcm16, replay  # noqa: E402
-from tests.sidecar_process import SidecarProcess  # noqa: E402
-from tests.speech import wer  # noqa: E402
 
 STREAM_DELAY_S = 4.0  # as in the issue: the streams start once the uploads are decoding
 

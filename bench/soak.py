@@ -36,15 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.stream import pct
+from stt_sidecar.replay import assign_finals, load_pcm16
+from tests.support.sidecar import SidecarProcess
+from tests.support.speech import wer  # the tests' normalisation, so figures match
 
-from stt_sidecar.replay import assign_finals, load_pcm16  # noqa: E402
-from tests.sidecar_process import SidecarProcess  # noqa: E402
-from tests.speech import wer  # noqa: E402  (the tests' normalisation, so figures match)
+ROOT = Path(__file__).resolve().parent.parent
 
 JUDGE_AFTER_S = 10.0  # an utterance is judged this long after its speech ended
 FRAME_MS = 20
@@ -69,10 +68,6 @@ class StreamState:
     judged_upto: int = 0  # utterances (loop * 7 + i) already judged
     extra: int = 0  # finals in no utterance (words invented in a pause)
     sent_s: float = 0.0  # stream audio sent when it stopped
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 class Soak:

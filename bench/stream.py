@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import io
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,9 @@ import numpy as np
 import psutil
 import soundfile
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from stt_sidecar.replay import ReplayResult, assign_finals, load_pcm16, replay  # noqa: E402
-from tests.sidecar_process import SidecarProcess  # noqa: E402
-from tests.speech import wer  # noqa: E402  (the tests' normalisation, so figures match)
+from stt_sidecar.replay import ReplayResult, assign_finals, load_pcm16, replay
+from tests.support.sidecar import SidecarProcess
+from tests.support.speech import wer  # the tests' normalisation, so figures match
 
 
 def pct(values: list[float], q: float) -> float:

@@ -11,9 +11,10 @@ from pathlib import Path
 from aiohttp import web
 from dotenv import load_dotenv
 
-from .app import STATE, create_app
+from .app import create_app
 from .config import ConfigError, SidecarSettings
 from .model import ModelUnavailableError, resolve_model
+from .state import STATE
 
 logger = logging.getLogger("stt_sidecar")
 

@@ -1,4 +1,7 @@
-"""The aiohttp application: app factory, shared state, model lifetime, health and readiness."""
+"""The aiohttp application: app factory, model lifetime, health and readiness.
+
+Shared state lives in `state.py`; nothing imports this module but `__main__`.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +11,17 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .audio_format import SAMPLE_RATE
 from .auth import make_auth_middleware
+from .batch import add_batch_routes
 from .config import SidecarSettings
-from .decoder import DecodeScheduler, run_whisper
-from .errors import ApiError, error_middleware
-from .metrics import SidecarMetrics
+from .errors import error_middleware
 from .model import (
     ModelSource,
     ModelUnavailableError,
@@ -27,56 +29,25 @@ from .model import (
     load_whisper_model,
     pick_device,
 )
+from .scheduler import (
+    DecodeScheduler,
+    install_encoder_window,
+    remove_encoder_window,
+    run_whisper,
+)
+from .state import STATE, SidecarState
+from .streaming.handler import add_streaming_routes
 
 logger = logging.getLogger("stt_sidecar")
 
 WARMUP_CLIP = Path(__file__).parent / "assets" / "warmup_jfk.wav"
 
 
-@dataclass
-class SidecarState:
-    """Everything handlers share; one per app."""
-
-    settings: SidecarSettings
-    source: ModelSource
-    device: str
-    compute_type: str
-    metrics: SidecarMetrics = field(default_factory=SidecarMetrics)
-    scheduler: DecodeScheduler | None = None
-    ready: bool = False
-    load_error: str | None = None
-    active_streams: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-
-    def require_scheduler(self) -> DecodeScheduler:
-        """The scheduler once the model is loaded and warm; 503 with Retry-After before."""
-        if not self.ready or self.scheduler is None:
-            raise ApiError(
-                503, "The model is still loading; retry shortly.", "model_not_ready", retry_after=2
-            )
-        return self.scheduler
-
-    @property
-    def english_only(self) -> bool:
-        """True for `.en` models, which can neither detect languages nor translate."""
-        model = self.scheduler.model if self.scheduler else None
-        return model is not None and not model.model.is_multilingual
-
-    def load(self) -> float:
-        """0..1: the larger of stream occupancy and the decoder's recent busy fraction."""
-        occupancy = self.active_streams / self.settings.max_streams
-        busy = self.scheduler.busy.fraction() if self.scheduler else 0.0
-        return round(min(1.0, max(occupancy, busy)), 3)
-
-
-STATE = web.AppKey("state", SidecarState)
-
-
 def read_warmup_audio() -> np.ndarray:
     import soundfile
 
     audio, rate = soundfile.read(WARMUP_CLIP, dtype="float32")
-    assert rate == 16000 and audio.ndim == 1
+    assert rate == SAMPLE_RATE and audio.ndim == 1
     return audio
 
 
@@ -98,9 +69,10 @@ async def _load_and_warm(app: web.Application) -> None:
         scheduler = DecodeScheduler(
             model,
             workers=s.decode_workers,
-            max_pending_batch=s.max_pending,
             streams_open=lambda: state.active_streams > 0,
         )
+        # Interims ask for short encoder windows (scheduler.py explains why); undone in model_ctx.
+        install_encoder_window()
         scheduler.start()
         state.scheduler = scheduler
         # A first decode on real speech pays one-off costs (allocations, kernels) before traffic.
@@ -138,6 +110,7 @@ async def model_ctx(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[STATE].scheduler
     if scheduler is not None:
         await scheduler.close()
+        remove_encoder_window()
 
 
 async def health(request: web.Request) -> web.Response:
@@ -173,9 +146,6 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(settings: SidecarSettings, source: ModelSource) -> web.Application:
     """App factory: `web.run_app(create_app(settings, resolve_model(settings.model)))`."""
-    from .batch import add_batch_routes
-    from .streaming import add_streaming_routes
-
     device = pick_device(settings.device)
     app = web.Application(
         middlewares=[error_middleware, make_auth_middleware(settings.api_key)],

@@ -22,9 +22,10 @@ import logging
 import av
 import numpy as np
 
+from .audio_format import SAMPLE_RATE
+
 logger = logging.getLogger("stt_sidecar.audio")
 
-SAMPLE_RATE = 16000
 # Outside this range a "sample rate" is a corrupt or hostile header, not audio: resampling 1 Hz
 # to 16 kHz multiplies the sample count by 16000.
 MIN_INPUT_RATE = 1000

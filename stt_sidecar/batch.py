@@ -28,11 +28,14 @@ from aiohttp import web
 from faster_whisper.transcribe import Segment, TranscriptionInfo
 
 from . import formats
-from .app import STATE, SidecarState
-from .audio_decode import SAMPLE_RATE, AudioDecodeError, check_container, decode_audio_capped
-from .decoder import DecodeFailed, DecodeOverloaded, DecodeResult, Priority
+from .audio_decode import AudioDecodeError, check_container, decode_audio_capped
+from .audio_format import SAMPLE_RATE
+from .config import parse_bool
 from .errors import REQUEST_ID, ApiError, Handler
+from .languages import LanguageRejected, Languages, TaskRejected
 from .long_form import plan_pieces, transcribe_pieces
+from .scheduler import DecodeFailed, DecodeResult, Priority
+from .state import STATE, SidecarState
 from .upload import Upload, read_upload
 from .whisper_options import DecodeRequest, decode_options
 
@@ -84,12 +87,10 @@ def _parse_bool(upload: Upload, name: str) -> bool:
     raw = upload.get(name)
     if raw is None or raw.strip() == "":
         return False
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise _bad(name, f"'{name}' must be true or false.")
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        raise _bad(name, f"'{name}' must be true or false.") from None
 
 
 def _parse_temperature(upload: Upload) -> float | None:
@@ -105,31 +106,33 @@ def _parse_temperature(upload: Upload) -> float | None:
     return value
 
 
-def _parse_language(upload: Upload, supported: list[str], model_name: str) -> str | None:
+def _parse_language(upload: Upload, languages: Languages, model_name: str) -> str | None:
     raw = (upload.get("language") or "").strip().lower()
-    if not raw:
-        # English-only models have one answer; multilingual ones detect it.
-        return "en" if supported == ["en"] else None
-    if raw not in supported:
-        if supported == ["en"]:
+    try:
+        return languages.resolve(raw or None)
+    except LanguageRejected:
+        if languages.english_only:
             raise _bad(
                 "language",
                 f"Model '{model_name}' is English-only; 'language' must be 'en' or omitted.",
-            )
+            ) from None
         raise _bad(
             "language",
             f"Unsupported language {raw[:20]!r}: use an ISO-639-1 code such as 'en', 'de' or 'fr'.",
-        )
-    return raw
+        ) from None
 
 
-def _check_translation_possible(supported: list[str], model_name: str, param: str) -> None:
-    if supported == ["en"]:
+def _check_task(languages: Languages, task: str, model_name: str, param: str) -> str:
+    try:
+        return languages.check_task(task)
+    except TaskRejected as exc:
+        if exc.reason == "unknown":
+            raise _bad("task", "'task' must be 'transcribe' or 'translate'.") from None
         raise _bad(
             param,
             f"Model '{model_name}' is English-only and cannot translate; "
             "use task=transcribe or a multilingual model (e.g. STT_MODEL=small).",
-        )
+        ) from None
 
 
 def _check_model(upload: Upload, served: str) -> None:
@@ -215,8 +218,6 @@ async def _decode(
         segments, info, progress = await transcribe_pieces(
             audio, pieces, decode_options(decode_request), decode_piece
         )
-    except DecodeOverloaded:
-        raise _overloaded() from None
     except DecodeFailed:
         raise ApiError(
             503,
@@ -238,8 +239,9 @@ async def _read(request: web.Request, state: SidecarState) -> Upload:
     )
 
 
-def _supported_languages(state: SidecarState) -> list[str]:
-    return list(state.require_scheduler().model.supported_languages)
+def _languages(state: SidecarState) -> Languages:
+    state.require_scheduler()  # 503 before reading a body we cannot serve
+    return state.languages
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -249,17 +251,13 @@ async def transcribe_native(request: web.Request) -> web.Response:
     """`POST /transcribe`: multipart `file` or a raw audio body; `language`, `task`,
     `word_timestamps` as form fields or query parameters."""
     state = request.app[STATE]
-    supported = _supported_languages(state)  # 503 before reading a body we cannot serve
+    languages = _languages(state)
     upload = await _read(request, state)
     name = state.source.name
-    task = (upload.get("task") or "transcribe").strip()
-    if task not in ("transcribe", "translate"):
-        raise _bad("task", "'task' must be 'transcribe' or 'translate'.")
-    if task == "translate":
-        _check_translation_possible(supported, name, "task")
+    task = _check_task(languages, (upload.get("task") or "transcribe").strip(), name, "task")
     word_timestamps = _parse_bool(upload, "word_timestamps")
     decode_request = DecodeRequest(
-        language=_parse_language(upload, supported, name),
+        language=_parse_language(upload, languages, name),
         task=task,
         word_timestamps=word_timestamps,
     )
@@ -271,15 +269,15 @@ async def transcribe_native(request: web.Request) -> web.Response:
 
 async def _openai(request: web.Request, task: str) -> web.Response:
     state = request.app[STATE]
-    supported = _supported_languages(state)
+    languages = _languages(state)
     upload = await _read(request, state)
     name = state.source.name
     _check_model(upload, name)
+    _check_task(languages, task, name, "model")
     if task == "translate":
-        _check_translation_possible(supported, name, "model")
         language = None  # OpenAI's translations endpoint takes no language; Whisper detects
     else:
-        language = _parse_language(upload, supported, name)
+        language = _parse_language(upload, languages, name)
     response_format = _parse_response_format(upload)
     granularities = _parse_granularities(upload)
     # Word timing costs an alignment pass; only verbose_json can carry it.
@@ -381,7 +379,7 @@ def _instrumented(endpoint: str, handler: Handler, *, gated: bool) -> Handler:
             status, code = 499, "client_closed"  # nginx's code for "the client went away"
             raise
         finally:
-            if entered:
+            if gate is not None and entered:
                 gate.leave()
                 if gate.in_flight == 0 and _malloc_trim is not None:
                     # the last upload of a burst is done: hand its freed heap back to the OS

@@ -19,16 +19,31 @@ class ConfigError(ValueError):
     """A setting in the environment has a value the sidecar cannot use."""
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_bool(raw: str) -> bool:
+    """A yes/no word as the environment and form fields spell it (case and spaces ignored).
+
+    Raises:
+        ValueError: not one of 1/0, true/false, yes/no, on/off.
+    """
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
 def _parse(env: Mapping[str, str], name: str, default, kind, *, minimum=None, maximum=None):
     raw = env.get(name, "").strip()
     if raw == "":
         return default
     try:
         if kind is bool:
-            lowered = raw.lower()
-            if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                raise ValueError
-            value = lowered in ("1", "true", "yes", "on")
+            value = parse_bool(raw)
         else:
             value = kind(raw)
     except ValueError:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from faster_whisper.transcribe import Segment, TranscriptionInfo
 
+from .words import word_dicts
+
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 TEXT_CONTENT_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 
@@ -20,21 +22,6 @@ def segment_confidence(segment: Segment) -> float:
 def transcript_text(segments: Sequence[Segment]) -> str:
     """Whisper's segments carry their own leading spaces; join them and trim the ends."""
     return "".join(s.text for s in segments).strip()
-
-
-def _words(segments: Sequence[Segment], probability_key: str | None) -> list[dict]:
-    words = []
-    for segment in segments:
-        for w in segment.words or ():
-            item: dict = {
-                "word": w.word.strip(),
-                "start": round(w.start, 3),
-                "end": round(w.end, 3),
-            }
-            if probability_key:
-                item[probability_key] = round(min(1.0, max(0.0, w.probability)), 4)
-            words.append(item)
-    return words
 
 
 def native_json(
@@ -56,7 +43,7 @@ def native_json(
         ],
     }
     if word_timestamps:
-        body["words"] = _words(segments, "confidence")
+        body["words"] = word_dicts(segments)
     return body
 
 
@@ -101,7 +88,7 @@ def openai_verbose_json(
             for s in segments
         ]
     if include_words:
-        body["words"] = _words(segments, None)
+        body["words"] = word_dicts(segments, probability_key=None)
     body["usage"] = {"type": "duration", "seconds": math.ceil(info.duration)}
     return body
 

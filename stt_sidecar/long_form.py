@@ -28,8 +28,8 @@ import numpy as np
 from faster_whisper.transcribe import Segment, TranscriptionInfo
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from .audio_decode import SAMPLE_RATE
-from .decoder import DecodeResult
+from .audio_format import SAMPLE_RATE
+from .scheduler import DecodeResult
 
 PIECE_MAX_S = 30.0  # Whisper's window: a piece never needs a second encoder pass for length
 PIECE_MIN_S = 15.0  # cuts are looked for in the second half of each 30 s span

@@ -152,7 +152,7 @@ def assign_finals(
     Finals that fall in no utterance (invented words in a pause) are returned last, as an extra
     group, so callers can assert it is empty.
     """
-    groups: list[list[dict[str, Any]]] = [[] for _ in utterances] + [[]]
+    groups: list[list[dict[str, Any]]] = [[] for _ in range(len(utterances) + 1)]
     for f in finals:
         middle = (f["start"] + f["end"]) / 2
         for i, u in enumerate(utterances):

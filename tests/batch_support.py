@@ -5,7 +5,6 @@ error-shape assertions every error test shares."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import struct
 from dataclasses import dataclass
@@ -14,16 +13,9 @@ from pathlib import Path
 import aiohttp
 import av
 import numpy as np
-import soundfile
 
-from .speech import clip
-
-
-def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
-    """float32 or int16 samples (mono, or frames x channels) as a 16-bit PCM WAV file."""
-    buf = io.BytesIO()
-    soundfile.write(buf, samples, rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+from .support.audio import wav_bytes
+from .support.speech import clip
 
 
 def silence_wav(seconds: float = 5.0) -> bytes:

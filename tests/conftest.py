@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .sidecar_process import SidecarProcess
+from .support.sidecar import SidecarProcess
 
 
 @pytest.fixture(scope="session")

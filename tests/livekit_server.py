@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sidecar_process import free_port
+from .support.sidecar import free_port
 
 DEV_KEY = "devkey"
 DEV_SECRET = "secret"

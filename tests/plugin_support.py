@@ -15,23 +15,11 @@ from livekit import rtc
 from livekit.agents import stt
 from livekit.agents.utils.audio import AudioByteStream
 
-from .speech import DATA, clip, read_pcm16
+from .support.audio import silence
+from .support.speech import DATA, clip, read_pcm16
 
 RATE_IN = 16000
 RATE_LK = 48000
-
-
-def upsample_48k(pcm16k: np.ndarray) -> np.ndarray:
-    """16 kHz int16 mono -> 48 kHz int16 mono with LiveKit's own (band-limited) resampler."""
-    resampler = rtc.AudioResampler(RATE_IN, RATE_LK, quality=rtc.AudioResamplerQuality.HIGH)
-    out: list[np.ndarray] = []
-    step = RATE_IN // 100
-    for i in range(0, len(pcm16k), step):
-        chunk = pcm16k[i : i + step]
-        frame = rtc.AudioFrame(chunk.tobytes(), RATE_IN, 1, len(chunk))
-        out.extend(np.frombuffer(f.data, dtype=np.int16) for f in resampler.push(frame))
-    out.extend(np.frombuffer(f.data, dtype=np.int16) for f in resampler.flush())
-    return np.concatenate(out)
 
 
 def frames_10ms(pcm: np.ndarray, rate: int = RATE_LK, channels: int = 1) -> list[rtc.AudioFrame]:
@@ -40,10 +28,6 @@ def frames_10ms(pcm: np.ndarray, rate: int = RATE_LK, channels: int = 1) -> list
     frames = bstream.push(pcm.astype(np.int16).tobytes())
     frames.extend(bstream.flush())
     return frames
-
-
-def silence(seconds: float, rate: int = RATE_IN) -> np.ndarray:
-    return np.zeros(int(seconds * rate), dtype=np.int16)
 
 
 def clip_pcm(name: str) -> np.ndarray:

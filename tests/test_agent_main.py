@@ -14,7 +14,7 @@ from agent.settings import SettingsError, WorkerSettings
 from agent.token import main as token_main
 
 from .agent_support import AGENT_ENV_VARS, worker_process_env
-from .sidecar_process import free_port
+from .support.sidecar import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "agent" / "main.py"

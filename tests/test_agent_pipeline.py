@@ -28,8 +28,8 @@ from .agent_support import (
     silence,
     speech,
 )
-from .sidecar_process import SidecarProcess
-from .speech import clip, normalize, wer
+from .support.sidecar import SidecarProcess
+from .support.speech import clip, normalize, wer
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from agent.sidecar_ready import SidecarNotReadyError, probe_ready_sync, wait_unt
 from agent.transcriber import ParticipantTranscriber, Speaker
 
 from .agent_support import Microphone, RecordingParticipant, import_agent_main, speech
-from .sidecar_process import SidecarProcess, free_port
-from .speech import clip, wer
+from .support.sidecar import SidecarProcess, free_port
+from .support.speech import clip, wer
 
 SIDECAR_ENV = dict(STT_MAX_STREAMS="8", STT_IDLE_TIMEOUT_S="30", STT_MAX_PENDING="8")
 

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from .batch_support import form, reencode, silence_wav, white_noise_wav
-from .speech import DATA, clip, clips, conversation, wer
+from .support.speech import DATA, clip, clips, conversation, wer
 
 # tiny.en int8 greedy measures 0-29 % per file and 3.1-7.2 % over the set, depending on the
 # CPU's int8 kernels: "ill disposed" is tiny.en's borderline phrase ("old-sposed" in

@@ -18,8 +18,8 @@ from .batch_support import (
     patched_wav,
     raw_request,
 )
-from .sidecar_process import SidecarProcess
-from .speech import clip, wer
+from .support.sidecar import SidecarProcess
+from .support.speech import clip, wer
 
 API_KEY = "test-key-0123"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
 from faster_whisper import WhisperModel
 
-from stt_sidecar import decoder
-from stt_sidecar.decoder import DecodeScheduler, Priority
+from stt_sidecar import scheduler as scheduler_module
 from stt_sidecar.long_form import PIECE_MAX_S, plan_pieces
 from stt_sidecar.model import bundled_model_path
+from stt_sidecar.scheduler import DecodeScheduler, Priority
 from stt_sidecar.whisper_options import DecodeRequest, decode_options
 
 from .batch_support import form
-from .speech import DATA, clip, conversation, normalize, read_pcm16, wer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from long_audio import long_speech, wav_bytes  # bench/ is not a package
+from .support.long_audio import long_speech, wav_bytes
+from .support.speech import DATA, clip, conversation, normalize, read_pcm16, wer
 
 RATE = 16000
 
@@ -116,7 +112,7 @@ async def test_open_stream_keeps_a_worker_from_batch(
     """Two workers, a stream open, three batch pieces queued: batch runs one at a time, and a
     final submitted meanwhile starts before the running batch piece ends (it does not queue
     behind batch). Once the stream closes, batch uses both workers again."""
-    real = decoder.run_whisper
+    real = scheduler_module.run_whisper
     events: list[tuple[str, str]] = []
     lock = threading.Lock()
 
@@ -130,11 +126,9 @@ async def test_open_stream_keeps_a_worker_from_batch(
             with lock:
                 events.append(("end", kind))
 
-    monkeypatch.setattr(decoder, "run_whisper", recording)
+    monkeypatch.setattr(scheduler_module, "run_whisper", recording)
     stream_open = True
-    scheduler = DecodeScheduler(
-        model, workers=2, max_pending_batch=8, streams_open=lambda: stream_open
-    )
+    scheduler = DecodeScheduler(model, workers=2, streams_open=lambda: stream_open)
     scheduler.start()
     speech = read_pcm16(clip("jfk.wav").path)[0].astype(np.float32) / 32768.0
     options = decode_options(DecodeRequest(language="en"))

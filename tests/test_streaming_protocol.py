@@ -13,9 +13,9 @@ import pytest
 
 from stt_sidecar.replay import load_pcm16, replay
 
-from .sidecar_process import SidecarProcess
-from .speech import clip, wer
 from .streaming_helpers import RawWebSocket, open_stream
+from .support.sidecar import SidecarProcess
+from .support.speech import clip, wer
 
 
 async def expect_error(ws: aiohttp.ClientWebSocketResponse, code: str, close_code: int) -> None:

@@ -10,8 +10,8 @@ import aiohttp
 
 from stt_sidecar.replay import load_pcm16
 
-from .sidecar_process import SidecarProcess
-from .speech import clip
+from .support.sidecar import SidecarProcess
+from .support.speech import clip
 
 
 async def test_sigterm_finalizes_open_utterances_then_exits_cleanly() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-TARGET_RATE = 16000
+from ..audio_format import SAMPLE_RATE
 
 
 class PcmTo16k:
@@ -18,12 +18,12 @@ class PcmTo16k:
     def __init__(self, sample_rate: int, channels: int) -> None:
         self._channels = channels
         self._rate = sample_rate
-        self._passthrough = sample_rate == TARGET_RATE and channels == 1
+        self._passthrough = sample_rate == SAMPLE_RATE and channels == 1
         self._layout = "mono" if channels == 1 else "stereo"
         self._resampler = (
             None
             if self._passthrough
-            else av.AudioResampler(format="flt", layout="mono", rate=TARGET_RATE)
+            else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         )
         self._pts = 0
 
@@ -41,6 +41,7 @@ class PcmTo16k:
         frame.sample_rate = self._rate
         frame.pts = self._pts
         self._pts += samples.size // self._channels
+        assert self._resampler is not None  # not passthrough
         return self._collect(self._resampler.resample(frame))
 
     def flush(self) -> np.ndarray:

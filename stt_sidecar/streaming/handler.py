@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..app import STATE, SidecarState
+from ..state import STATE, SidecarState
 from . import protocol
 from .protocol import ProtocolViolation
 from .session import SlowConsumer, StreamSession
@@ -32,9 +32,6 @@ class StreamConnection:
     request: web.Request
     session: StreamSession | None = None
     closing: bool = False
-
-
-CONNECTIONS = web.AppKey("stream_connections", set)
 
 
 def _make_sender(ws: web.WebSocketResponse, timeout: float = SLOW_CONSUMER_S):
@@ -94,8 +91,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
             WSCloseCode.TRY_AGAIN_LATER,
         )
         return ws
-    state.active_streams += 1
-    request.app[CONNECTIONS].add(conn)
+    state.streams.add(conn)
     try:
         await _serve(conn, state)
     except ProtocolViolation as violation:
@@ -119,8 +115,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
             WSCloseCode.INTERNAL_ERROR,
         )
     finally:
-        request.app[CONNECTIONS].discard(conn)
-        state.active_streams -= 1
+        state.streams.discard(conn)
         if state.active_streams == 0 and state.scheduler is not None:
             state.scheduler.poke()  # batch may use every worker again
         if conn.session is not None and not conn.closing:
@@ -131,7 +126,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
 async def _serve(conn: StreamConnection, state: SidecarState) -> None:
     ws = conn.ws
     settings = state.settings
-    english_only = state.english_only
+    languages = state.languages
     # Until a valid config, nothing counts as activity (keepalives, pings, fragments of a
     # message): the connection holds a STT_MAX_STREAMS slot, so it gets one fixed deadline.
     # The outer timeout, not receive(timeout=...), because aiohttp restarts that one after
@@ -178,12 +173,17 @@ async def _serve(conn: StreamConnection, state: SidecarState) -> None:
             if conn.session is None:
                 if protocol.parse_text_message(msg.data)["type"] == "keepalive":
                     continue
-                config = protocol.parse_config(msg.data, english_only=english_only)
+                config = protocol.parse_config(msg.data, languages=languages)
                 session_id = uuid.uuid4().hex[:16]
-                conn.session = StreamSession(session_id, config, state, _make_sender(ws))
-                await ws.send_str(
-                    json.dumps({"type": "ready", "session_id": session_id, "sample_rate": 16000})
+                conn.session = StreamSession(
+                    session_id,
+                    config,
+                    scheduler=state.require_scheduler(),
+                    settings=settings,
+                    metrics=state.metrics,
+                    send=_make_sender(ws),
                 )
+                await ws.send_str(json.dumps(protocol.ready(session_id)))
                 logger.info(
                     "stream %s open (%d Hz, %d ch)", session_id, config.sample_rate, config.channels
                 )
@@ -195,7 +195,7 @@ async def _serve(conn: StreamConnection, state: SidecarState) -> None:
                     return
             elif kind == "close":
                 conn.closing = True
-                await conn.session.finish({"type": "closed"})
+                await conn.session.finish(protocol.closed())
                 logger.info("stream %s closed by client", conn.session.id)
                 await _close(conn, WSCloseCode.OK, "closed")
                 return
@@ -241,7 +241,7 @@ async def _within_backlog(conn: StreamConnection, state: SidecarState) -> bool:
 
 async def shutdown_streams(app: web.Application) -> None:
     """On SIGTERM: stop admitting, finalize every open utterance, deliver, close 1001."""
-    connections: set[StreamConnection] = app[CONNECTIONS]
+    connections: set[StreamConnection] = app[STATE].streams
     grace = app[STATE].settings.shutdown_grace_s
 
     async def finish(conn: StreamConnection) -> None:
@@ -268,7 +268,6 @@ async def shutdown_streams(app: web.Application) -> None:
 
 
 def add_streaming_routes(app: web.Application) -> None:
-    app[CONNECTIONS] = set()
     app.router.add_get("/v1/stream", stream_handler)
     app.on_shutdown.append(shutdown_streams)
 

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from faster_whisper.tokenizer import _LANGUAGE_CODES
+from ..audio_format import SAMPLE_RATE
+from ..languages import LanguageRejected, Languages, TaskRejected
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
@@ -47,7 +48,7 @@ class ProtocolViolation(Exception):
 @dataclass(frozen=True)
 class StreamConfig:
     language: str | None = "en"
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     channels: int = 1
     task: str = "transcribe"
     interim_results: bool = True
@@ -70,7 +71,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_config(raw: str, *, english_only: bool) -> StreamConfig:
+def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
     """Validate the first message.
 
     Raises:
@@ -88,15 +89,17 @@ def parse_config(raw: str, *, english_only: bool) -> StreamConfig:
         return ProtocolViolation(INVALID_CONFIG, f"config.{key}: {why}")
 
     language = message.get("language", "en")
-    if language is not None:
-        if not isinstance(language, str) or language not in _LANGUAGE_CODES:
-            raise bad("language", "must be null (detect) or a Whisper language code like 'en'")
-        if english_only and language != "en":
-            raise bad("language", "this model is English-only")
-    elif english_only:
-        language = "en"
+    unknown_language = bad("language", "must be null (detect) or a Whisper language code like 'en'")
+    if language is not None and not isinstance(language, str):
+        raise unknown_language
+    try:
+        language = languages.resolve(language)
+    except LanguageRejected as exc:
+        if exc.reason == "english_only":
+            raise bad("language", "this model is English-only") from None
+        raise unknown_language from None
 
-    sample_rate = message.get("sample_rate", 16000)
+    sample_rate = message.get("sample_rate", SAMPLE_RATE)
     if not _is_int(sample_rate) or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise bad("sample_rate", f"must be an integer from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}")
 
@@ -108,11 +111,12 @@ def parse_config(raw: str, *, english_only: bool) -> StreamConfig:
     if not _is_int(channels) or channels not in (1, 2):
         raise bad("channels", "must be 1 or 2 (interleaved)")
 
-    task = message.get("task", "transcribe")
-    if task not in ("transcribe", "translate"):
-        raise bad("task", "must be 'transcribe' or 'translate'")
-    if task == "translate" and english_only:
-        raise bad("task", "this model is English-only and cannot translate")
+    try:
+        task = languages.check_task(message.get("task", "transcribe"))
+    except TaskRejected as exc:
+        if exc.reason == "english_only":
+            raise bad("task", "this model is English-only and cannot translate") from None
+        raise bad("task", "must be 'transcribe' or 'translate'") from None
 
     interim_results = message.get("interim_results", True)
     if not isinstance(interim_results, bool):
@@ -149,6 +153,19 @@ def parse_text_message(raw: str) -> dict[str, Any]:
 
 def _t(seconds: float) -> float:
     return round(seconds, 3) if math.isfinite(seconds) else 0.0
+
+
+def ready(session_id: str) -> dict[str, Any]:
+    """The answer to a valid config: audio is taken from now on and transcribed at 16 kHz."""
+    return {"type": "ready", "session_id": session_id, "sample_rate": SAMPLE_RATE}
+
+
+def flushed() -> dict[str, Any]:
+    return {"type": "flushed"}
+
+
+def closed() -> dict[str, Any]:
+    return {"type": "closed"}
 
 
 def error_message(code: str, message: str) -> dict[str, Any]:

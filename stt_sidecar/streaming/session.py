@@ -19,17 +19,19 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..app import SidecarState
-from ..decoder import DecodeFailed, DecodeResult, Priority
+from ..audio_format import SAMPLE_RATE
+from ..config import SidecarSettings
+from ..metrics import SidecarMetrics
+from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
-from .audio_input import TARGET_RATE, PcmTo16k, SampleBuffer
-from .decoding import (
+from .audio_input import PcmTo16k, SampleBuffer
+from .transcripts import (
     FinalText,
     StableText,
     audible_end,
@@ -51,12 +53,45 @@ INTERIM_MIN_WINDOW_S = 15.0  # shorter encoder windows for interims cost accurac
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
 
 
+class BusyFraction(Protocol):
+    def fraction(self) -> float: ...
+
+
+class SessionScheduler(Protocol):
+    """What a session needs of `scheduler.DecodeScheduler`: a unit test passes a fake."""
+
+    @property
+    def busy(self) -> BusyFraction: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def batch_running(self) -> bool: ...
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        priority: Priority,
+        *,
+        owner: Hashable | None = None,
+        encoder_window_s: float | None = None,
+    ) -> DecodeResult: ...
+
+
+class SpeechProbabilities(Protocol):
+    """What a session needs of `vad.StreamingVAD`: one probability per completed window."""
+
+    def process(self, audio: np.ndarray) -> np.ndarray: ...
+
+
 class SlowConsumer(Exception):
     """The client stopped reading: a send to it was blocked too long."""
 
 
 def _seconds(samples: int) -> float:
-    return samples / TARGET_RATE
+    return samples / SAMPLE_RATE
 
 
 @dataclass
@@ -89,33 +124,39 @@ class StreamSession:
     Args:
         session_id: sent in `ready` and logged.
         config: the validated `config` message.
-        state: the app's shared state (scheduler, settings, metrics).
+        scheduler: where decodes go (the app's `DecodeScheduler`).
+        settings: endpointing, utterance and interim settings.
+        metrics: the app's metrics.
         send: coroutine function sending one JSON-able message to the client.
+        vad: speech probabilities per `WINDOW`; Silero (`StreamingVAD`) unless given.
     """
 
     def __init__(
         self,
         session_id: str,
         config: protocol.StreamConfig,
-        state: SidecarState,
+        *,
+        scheduler: SessionScheduler,
+        settings: SidecarSettings,
+        metrics: SidecarMetrics,
         send: Callable[[dict[str, Any]], Any],
+        vad: SpeechProbabilities | None = None,
     ) -> None:
-        s = state.settings
+        s = settings
         self.id = session_id
         self.config = config
-        self._state = state
-        self._scheduler = state.require_scheduler()
-        self._metrics = state.metrics
+        self._scheduler = scheduler
+        self._metrics = metrics
         self._send = send
         self._convert = PcmTo16k(config.sample_rate, config.channels)
-        self._vad = StreamingVAD()
-        self._max_utterance = int(s.max_utterance_s * TARGET_RATE)
-        self._endpoint = int(s.endpoint_silence_ms / 1000 * TARGET_RATE)
-        self._speculative = min(int(SPECULATIVE_SILENCE_S * TARGET_RATE), self._endpoint)
-        self._interim_interval = int(s.interim_interval_ms / 1000 * TARGET_RATE)
-        self._pre_roll = int(PRE_ROLL_S * TARGET_RATE)
-        self._post_pad = int(POST_PAD_S * TARGET_RATE)
-        self._buffer = SampleBuffer(self._max_utterance + self._pre_roll + 2 * TARGET_RATE)
+        self._vad = vad if vad is not None else StreamingVAD()
+        self._max_utterance = int(s.max_utterance_s * SAMPLE_RATE)
+        self._endpoint = int(s.endpoint_silence_ms / 1000 * SAMPLE_RATE)
+        self._speculative = min(int(SPECULATIVE_SILENCE_S * SAMPLE_RATE), self._endpoint)
+        self._interim_interval = int(s.interim_interval_ms / 1000 * SAMPLE_RATE)
+        self._pre_roll = int(PRE_ROLL_S * SAMPLE_RATE)
+        self._post_pad = int(POST_PAD_S * SAMPLE_RATE)
+        self._buffer = SampleBuffer(self._max_utterance + self._pre_roll + 2 * SAMPLE_RATE)
         self._vad_cursor = 0  # absolute sample index of the next VAD window
         self._next_utterance_id = 1
         self._utterance: Utterance | None = None
@@ -282,7 +323,7 @@ class StreamSession:
     def flush(self) -> None:
         """Finalize what has been said so far, then `flushed`."""
         self._finalize_now()
-        self._push({"type": "flushed"})
+        self._push(protocol.flushed())
 
     def _finalize_now(self) -> None:
         if self._utterance is not None:
@@ -306,7 +347,9 @@ class StreamSession:
 
     async def aclose(self) -> None:
         """Stop at once (client gone): cancel every task this session started. Idempotent."""
-        tasks = [t for t in (self._sender, self._interims) if t is not None]
+        tasks: list[asyncio.Task[Any]] = [
+            t for t in (self._sender, self._interims) if t is not None
+        ]
         tasks.extend(self._speculations)
         for item in self._ordered:
             if isinstance(item, PendingFinal):
@@ -443,7 +486,7 @@ class StreamSession:
                     self._interim_options,
                     Priority.INTERIM,
                     owner=self.id,
-                    encoder_window_s=max(INTERIM_MIN_WINDOW_S, audio.size / TARGET_RATE + 1.0),
+                    encoder_window_s=max(INTERIM_MIN_WINDOW_S, audio.size / SAMPLE_RATE + 1.0),
                 )
             )
             self._interim_decode = decode

@@ -12,16 +12,18 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-from faster_whisper.vad import get_vad_model
 
-WINDOW = 512  # samples at 16 kHz: 32 ms, the model's fixed input
+WINDOW = 512  # samples at 16 kHz (audio_format.SAMPLE_RATE): 32 ms, the model's fixed input
 CONTEXT = 64  # samples of the previous window the model sees in front of each window
 
 
 @cache
 def _shared_session():
     # One ONNX session for every stream: InferenceSession.run is thread-safe and stateless;
-    # the recurrent state lives in each StreamingVAD.
+    # the recurrent state lives in each StreamingVAD. Imported here so that importing the
+    # session (for its WINDOW) loads no model code.
+    from faster_whisper.vad import get_vad_model
+
     return get_vad_model().session
 
 
@@ -30,13 +32,14 @@ class StreamingVAD:
 
     def __init__(self) -> None:
         self._session = _shared_session()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream so far: recurrent state, context and any partial window."""
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
-
-    def reset(self) -> None:
-        self.__init__()
 
     def process(self, audio: np.ndarray) -> np.ndarray:
         """Feed samples; returns one probability per completed window (maybe none)."""

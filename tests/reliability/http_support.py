@@ -14,13 +14,12 @@ import re
 from dataclasses import dataclass, field
 
 import aiohttp
-import psutil
 import pytest
 from multidict import CIMultiDict
 
 from ..batch_support import form
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, wer
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, wer
 
 # What must never reach a client: a stack trace, a file path on the server, or the name of an
 # exception class (which tells an attacker which code path broke and invites probing it).
@@ -97,12 +96,6 @@ async def fetch(
     text = body.decode("utf-8", errors="replace")
     LEAK_LOG.record(where or f"{method} {url}", text)
     return Answer(response.status, response.headers.copy(), text)
-
-
-def rss_bytes(proc: SidecarProcess) -> int:
-    """Resident memory of the sidecar process."""
-    assert proc.proc is not None
-    return psutil.Process(proc.proc.pid).memory_info().rss
 
 
 async def assert_transcribes(

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from ..container_payloads import CANARY
-from ..sidecar_process import SidecarProcess
+from ..support.sidecar import SidecarProcess
 
 
 class _Inotify:

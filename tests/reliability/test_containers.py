@@ -28,8 +28,8 @@ from ..container_payloads import (
     mp4_with_external_audio,
     text_payloads,
 )
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, normalize
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, normalize
 from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes, fetch
 from .resource_watch import ResourceWatch
 

@@ -22,11 +22,13 @@ from agent.transcriber import ParticipantTranscriber, Speaker
 from stt_sidecar.replay import assign_finals, load_pcm16, replay
 
 from ..agent_support import RecordingParticipant, speech
-from ..plugin_support import Collected, collect, feed, frames_10ms, upsample_48k
-from ..sidecar_process import SidecarProcess, free_port
-from ..speech import DATA, clip, conversation, read_pcm16, wer
+from ..plugin_support import Collected, collect, feed, frames_10ms
 from ..streaming_helpers import open_stream
-from .ws_support import RawClient, open_fds, ready, rss_mb, wait_streams_gone
+from ..support.audio import upsample_48k
+from ..support.resources import open_fds, rss_mb
+from ..support.sidecar import SidecarProcess, free_port
+from ..support.speech import DATA, clip, conversation, read_pcm16, wer
+from .ws_support import RawClient, ready, wait_streams_gone
 
 # jfk.wav has two ~1.2 s pauses inside its sentence: it may come out as several finals.
 MULTI_FINAL_CLIPS = {"jfk.wav"}

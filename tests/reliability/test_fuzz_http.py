@@ -54,9 +54,10 @@ from ..container_payloads import (
     mp4_with_external_audio,
     text_payloads,
 )
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, read_pcm16
-from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes, leaks, rss_bytes
+from ..support.resources import rss_bytes
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, read_pcm16
+from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes, leaks
 from .resource_watch import ResourceWatch
 
 SEED = int(os.environ.get("FUZZ_SEED", "1126"))

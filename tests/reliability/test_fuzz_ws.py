@@ -37,16 +37,15 @@ import numpy as np
 
 from stt_sidecar.replay import load_pcm16, replay
 
-from ..sidecar_process import SidecarProcess
-from ..speech import DATA, clip, wer
 from ..streaming_helpers import resample_int16
+from ..support.resources import open_fds, rss_mb
+from ..support.sidecar import SidecarProcess
+from ..support.speech import DATA, clip, wer
 from .ws_support import (
     CLOSE_CODES,
     Frame,
     RawClient,
     check_server_message,
-    open_fds,
-    rss_mb,
     wait_streams_gone,
 )
 

@@ -18,9 +18,10 @@ import pytest
 
 from stt_sidecar.replay import ReplayResult, replay
 
-from ..batch_support import form, wav_bytes
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, normalize, read_pcm16, wer
+from ..batch_support import form
+from ..support.audio import wav_bytes
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, normalize, read_pcm16, wer
 from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes, fetch
 
 RATE = 16000

@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 
 from ..batch_support import chunked, form, patched_wav, raw_request
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, normalize, read_pcm16, wer
-from .http_support import LEAK_LOG, Answer, assert_no_leaks, assert_transcribes, fetch, rss_bytes
+from ..support.resources import rss_bytes
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, normalize, read_pcm16, wer
+from .http_support import LEAK_LOG, Answer, assert_no_leaks, assert_transcribes, fetch
 
 MAX_UPLOAD_MB = 4
 MAX_AUDIO_S = 60

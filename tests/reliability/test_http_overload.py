@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 
 from ..batch_support import form
-from ..sidecar_process import SidecarProcess
-from ..speech import Clip, clip, clips, wer
-from .http_support import Answer, assert_no_leaks, assert_transcribes, fetch, rss_bytes
+from ..support.resources import rss_bytes
+from ..support.sidecar import SidecarProcess
+from ..support.speech import Clip, clip, clips, wer
+from .http_support import Answer, assert_no_leaks, assert_transcribes, fetch
 
 MAX_PENDING = 2
 BURST = 16

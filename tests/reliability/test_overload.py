@@ -18,9 +18,10 @@ import pytest
 
 from stt_sidecar.replay import load_pcm16, replay
 
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, conversation, wer
-from .ws_support import RawClient, check_server_message, ready, rss_mb, wait_streams_gone
+from ..support.resources import rss_mb
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, conversation, wer
+from .ws_support import RawClient, check_server_message, ready, wait_streams_gone
 
 MAX_STREAMS = 3
 

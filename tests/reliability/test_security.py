@@ -28,8 +28,8 @@ from stt_sidecar.model import bundled_model_path
 from stt_sidecar.replay import replay
 
 from ..batch_support import form, raw_request
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, read_pcm16, wer
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, read_pcm16, wer
 from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes, fetch
 
 KEY = "sk-local-3f9a7c1e5b2d4f60"

@@ -17,15 +17,15 @@ import pytest
 
 from stt_sidecar.replay import load_pcm16, replay
 
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, wer
 from ..streaming_helpers import open_stream, resample_int16
+from ..support.resources import rss_mb
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, wer
 from .ws_support import (
     RawClient,
     check_server_message,
     leaks_internals,
     ready,
-    rss_mb,
     wait_streams_gone,
 )
 

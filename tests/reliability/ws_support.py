@@ -18,10 +18,8 @@ import time
 import urllib.request
 from typing import Any
 
-import psutil
-
-from ..sidecar_process import SidecarProcess
 from ..streaming_helpers import RawWebSocket
+from ..support.sidecar import SidecarProcess
 
 SERVER_TYPES = frozenset(
     {"ready", "speech_started", "interim", "final", "speech_ended", "flushed", "closed", "error"}
@@ -136,16 +134,6 @@ class RawClient(RawWebSocket):
 
     async def send_close(self, code: int = 1000) -> None:
         await self.send(struct.pack("!H", code), 0x8)
-
-
-def rss_mb(sidecar: SidecarProcess) -> float:
-    assert sidecar.proc is not None
-    return psutil.Process(sidecar.proc.pid).memory_info().rss / 2**20
-
-
-def open_fds(sidecar: SidecarProcess) -> int:
-    assert sidecar.proc is not None
-    return psutil.Process(sidecar.proc.pid).num_fds()
 
 
 def ready(sidecar: SidecarProcess) -> dict[str, Any]:

@@ -5,18 +5,22 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from faster_whisper.transcribe import Segment
 
+from ..audio_format import SAMPLE_RATE
 from ..whisper_options import (
     LOG_PROB_THRESHOLD,
     NO_SPEECH_THRESHOLD,
     DecodeRequest,
     decode_options,
 )
+from ..words import word_dicts
 from .protocol import StreamConfig
+
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment
 
 _WORDLESS = re.compile(r"^[\W_]*$")
 
@@ -81,20 +85,7 @@ def shape_final(
     end the last word early, especially on a trailing-off syllable.
     """
     kept = _speech_segments(segments)
-    words: list[dict[str, Any]] = []
-    for segment in kept:
-        for w in segment.words or []:
-            token = w.word.strip()
-            if not token:
-                continue
-            words.append(
-                {
-                    "word": token,
-                    "start": round(offset + w.start, 3),
-                    "end": round(offset + w.end, 3),
-                    "confidence": round(float(w.probability), 4),
-                }
-            )
+    words = word_dicts(kept, offset=offset, skip_blank=True)
     text = " ".join(s.text.strip() for s in kept).strip()
     if not text or _WORDLESS.match(text):
         return None
@@ -110,7 +101,7 @@ def shape_final(
 
 
 AUDIBLE_RANGE_DB = 35.0
-_FRAME = 320  # 20 ms at 16 kHz
+_FRAME = SAMPLE_RATE // 50  # 20 ms
 
 
 def audible_end(audio: np.ndarray, offset: float) -> float:
@@ -124,7 +115,7 @@ def audible_end(audio: np.ndarray, offset: float) -> float:
         return offset
     db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
     loud = np.flatnonzero(db >= db.max() - AUDIBLE_RANGE_DB)
-    return offset + (int(loud[-1]) + 1) * _FRAME / 16000
+    return offset + (int(loud[-1]) + 1) * _FRAME / SAMPLE_RATE
 
 
 def _norm(word: str) -> str:

@@ -4,15 +4,16 @@ wanted length. Returns the int16 PCM and the reference transcript."""
 
 from __future__ import annotations
 
-import io
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import soundfile
 
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+from .audio import wav_bytes
+from .speech import DATA
+
+__all__ = ["long_speech", "wav_bytes"]
 RATE = 16000
 
 
@@ -44,9 +45,3 @@ def long_speech(seconds: float = 590.0, seed: int = 10) -> tuple[np.ndarray, str
         texts.append(text)
         length += audio.shape[0] + pause
     return np.concatenate(parts), " ".join(texts)
-
-
-def wav_bytes(audio: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    soundfile.write(buffer, audio, RATE, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()

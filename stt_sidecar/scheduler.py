@@ -18,14 +18,19 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faster_whisper.transcribe
 import numpy as np
-from faster_whisper import WhisperModel
-from faster_whisper.transcribe import Segment, TranscriptionInfo
 
-logger = logging.getLogger("stt_sidecar.decoder")
+from .audio_format import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    # Types only: importing this module loads no model code, so unit tests can drive the
+    # scheduler with a fake model.
+    from faster_whisper import WhisperModel
+    from faster_whisper.transcribe import Segment, TranscriptionInfo
+
+logger = logging.getLogger("stt_sidecar.scheduler")
 
 
 class Priority(IntEnum):
@@ -34,10 +39,6 @@ class Priority(IntEnum):
     FINAL = 0
     BATCH = 1
     INTERIM = 2
-
-
-class DecodeOverloaded(Exception):
-    """Too many batch requests are already waiting for the model."""
 
 
 class DecodeFailed(Exception):
@@ -73,15 +74,51 @@ class _Job:
 # CTranslate2 accepts shorter inputs. A per-thread override of the padding length lets a decode
 # ask for a shorter window; only interims do (measured: 15 s windows cost ~2 WER points on the
 # test set, so finals keep 30 s and match batch).
+#
+# The override replaces `faster_whisper.transcribe.pad_or_trim`, a module global, so the app
+# installs it explicitly while its scheduler runs (`app._load_and_warm` / `model_ctx`), never
+# as a side effect of an import. With no window asked for it pads to 30 s as the original does,
+# so other users of faster-whisper in the process see no difference.
 _encoder_window = threading.local()
-_pad_or_trim_30s = faster_whisper.transcribe.pad_or_trim
+_patch_lock = threading.Lock()
+_patch_users = 0
+_original_pad_or_trim: Callable[..., Any] | None = None
 
 
-def _pad_or_trim_to_thread_window(array: np.ndarray, length: int = 3000, *, axis: int = -1):
-    return _pad_or_trim_30s(array, getattr(_encoder_window, "frames", None) or length, axis=axis)
+def _pad_or_trim_to_thread_window(array: np.ndarray, length: int = 3000, *, axis: int = -1) -> Any:
+    assert _original_pad_or_trim is not None
+    return _original_pad_or_trim(
+        array, getattr(_encoder_window, "frames", None) or length, axis=axis
+    )
 
 
-faster_whisper.transcribe.pad_or_trim = _pad_or_trim_to_thread_window
+def install_encoder_window() -> None:
+    """Let decodes in this process ask for a shorter encoder window (`run_whisper`'s
+    `encoder_window_s`). Counted: each call is undone by one `remove_encoder_window`."""
+    global _patch_users, _original_pad_or_trim
+    import faster_whisper.transcribe as fw_transcribe
+
+    with _patch_lock:
+        if _patch_users == 0:
+            _original_pad_or_trim = fw_transcribe.pad_or_trim
+            fw_transcribe.pad_or_trim = _pad_or_trim_to_thread_window
+        _patch_users += 1
+
+
+def remove_encoder_window() -> None:
+    """Undo `install_encoder_window` once its last user (scheduler) has closed."""
+    global _patch_users, _original_pad_or_trim
+    import faster_whisper.transcribe as fw_transcribe
+
+    with _patch_lock:
+        if _patch_users == 0:
+            return
+        _patch_users -= 1
+        if _patch_users == 0 and _original_pad_or_trim is not None:
+            fw_transcribe.pad_or_trim = _original_pad_or_trim
+            _original_pad_or_trim = None
+
+
 MEL_FRAMES_PER_SECOND = 100
 
 
@@ -98,8 +135,10 @@ def run_whisper(
         encoder_window_s: encode this many seconds instead of 30; ignored when the audio is
             longer (it would be cut).
     """
-    fits = encoder_window_s is not None and audio.size <= encoder_window_s * 16000
-    _encoder_window.frames = int(encoder_window_s * MEL_FRAMES_PER_SECOND) if fits else None
+    frames = None
+    if encoder_window_s is not None and audio.size <= encoder_window_s * SAMPLE_RATE:
+        frames = int(encoder_window_s * MEL_FRAMES_PER_SECOND)
+    _encoder_window.frames = frames
     try:
         segments, info = model.transcribe(audio, **options)
         return list(segments), info
@@ -144,7 +183,6 @@ class DecodeScheduler:
     Args:
         model: the shared model, created with `num_workers=workers`.
         workers: concurrent decodes (threads); match `WhisperModel(num_workers=...)`.
-        max_pending_batch: batch jobs queued or running before `DecodeOverloaded`.
         streams_open: whether any stream is open; while one is, batch jobs leave one worker
             free (`batch_limit`).
     """
@@ -154,12 +192,10 @@ class DecodeScheduler:
         model: WhisperModel,
         *,
         workers: int = 1,
-        max_pending_batch: int = 8,
         streams_open: Callable[[], bool] | None = None,
     ):
         self.model = model
         self._workers = workers
-        self._max_pending_batch = max_pending_batch
         self._streams_open = streams_open or (lambda: False)
         self._running_batch = 0
         self._heap: list[_Job] = []
@@ -168,7 +204,6 @@ class DecodeScheduler:
         self._seq = itertools.count()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending_batch = 0
         self.busy = BusyTracker(workers)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -194,10 +229,6 @@ class DecodeScheduler:
         return sum(1 for job in self._heap if not job.dead)
 
     @property
-    def pending_batch(self) -> int:
-        return self._pending_batch
-
-    @property
     def batch_running(self) -> bool:
         """A batch piece holds a worker now."""
         return self._running_batch > 0
@@ -217,45 +248,39 @@ class DecodeScheduler:
         Within a priority, jobs of owners (streams) with fewer jobs in flight go first, so a
         client sending faster than real time cannot starve the finals of the others.
 
+        Batch admission is not limited here: `batch.BatchGate` admits at most STT_MAX_PENDING
+        requests, each with one piece queued at a time.
+
         Raises:
-            DecodeOverloaded: a batch job found the batch queue full.
             DecodeFailed: the model raised.
         """
-        if priority == Priority.BATCH:
-            if self._pending_batch >= self._max_pending_batch:
-                raise DecodeOverloaded()
-            self._pending_batch += 1
+        future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
+        round_ = self._in_flight[owner] if owner is not None else 0
+        job = _Job(
+            int(priority),
+            round_,
+            next(self._seq),
+            audio,
+            options,
+            future,
+            encoder_window_s,
+        )
+        if owner is not None:
+            self._in_flight[owner] += 1
+        heapq.heappush(self._heap, job)
+        self._wakeup.set()
         try:
-            future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
-            round_ = self._in_flight[owner] if owner is not None else 0
-            job = _Job(
-                int(priority),
-                round_,
-                next(self._seq),
-                audio,
-                options,
-                future,
-                encoder_window_s,
-            )
-            if owner is not None:
-                self._in_flight[owner] += 1
-            heapq.heappush(self._heap, job)
-            self._wakeup.set()
-            try:
-                return await future
-            finally:
-                # A cancelled waiter leaves nothing behind to decode. The dead job stays in the
-                # heap until a worker pops it, so it must not keep its audio alive meanwhile
-                # (cancelled interims of a stream racing ahead would pile up, ~1 MB each).
-                job.dead = True
-                job.audio = _NO_AUDIO
-                if owner is not None:
-                    self._in_flight[owner] -= 1
-                    if self._in_flight[owner] == 0:
-                        del self._in_flight[owner]
+            return await future
         finally:
-            if priority == Priority.BATCH:
-                self._pending_batch -= 1
+            # A cancelled waiter leaves nothing behind to decode. The dead job stays in the
+            # heap until a worker pops it, so it must not keep its audio alive meanwhile
+            # (cancelled interims of a stream racing ahead would pile up, ~1 MB each).
+            job.dead = True
+            job.audio = _NO_AUDIO
+            if owner is not None:
+                self._in_flight[owner] -= 1
+                if self._in_flight[owner] == 0:
+                    del self._in_flight[owner]
 
     def batch_limit(self) -> int:
         """Workers batch pieces may occupy now. While any stream is open one worker is kept
@@ -313,7 +338,7 @@ class DecodeScheduler:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("decode failed (%.1f s of audio)", len(job.audio) / 16000)
+                logger.exception("decode failed (%.1f s of audio)", len(job.audio) / SAMPLE_RATE)
                 if not job.future.done():
                     job.future.set_exception(DecodeFailed())
             else:

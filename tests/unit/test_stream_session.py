@@ -1,0 +1,193 @@
+"""`StreamSession` endpointing, speculation, cuts and flushes, driven without a model: a fake
+scheduler (the `SessionScheduler` Protocol) and a VAD whose probability is the audio's loudness."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stt_sidecar.audio_format import SAMPLE_RATE
+from stt_sidecar.config import SidecarSettings
+from stt_sidecar.metrics import SidecarMetrics
+from stt_sidecar.scheduler import DecodeResult, Priority
+from stt_sidecar.streaming import protocol
+from stt_sidecar.streaming.session import StreamSession
+from stt_sidecar.streaming.vad import WINDOW
+
+SPEECH = 0.1  # amplitude the fake VAD maps to probability 1.0
+FRAME = SAMPLE_RATE // 50  # 20 ms, as clients send
+
+
+class LoudnessVAD:
+    """Probability per WINDOW = 10 x mean |amplitude|, clipped: 0.1 is speech, 0 silence."""
+
+    def __init__(self) -> None:
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def process(self, audio: np.ndarray) -> np.ndarray:
+        self._pending = np.concatenate([self._pending, audio])
+        count = self._pending.size // WINDOW
+        windows = self._pending[: count * WINDOW].reshape(count, WINDOW)
+        self._pending = self._pending[count * WINDOW :]
+        return np.minimum(1.0, np.abs(windows).mean(axis=1) * 10).astype(np.float32)
+
+
+@dataclass
+class Job:
+    priority: Priority
+    samples: int
+    owner: Any
+    encoder_window_s: float | None
+
+
+@dataclass
+class FakeScheduler:
+    """Answers every decode at once with one word per call; records what was asked."""
+
+    jobs: list[Job] = field(default_factory=list)
+    batch_running: bool = False
+    queue_depth: int = 0
+    busy: Any = field(default_factory=lambda: SimpleNamespace(fraction=lambda: 0.0))
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        priority: Priority,
+        *,
+        owner: Any = None,
+        encoder_window_s: float | None = None,
+    ) -> DecodeResult:
+        self.jobs.append(Job(priority, audio.size, owner, encoder_window_s))
+        await asyncio.sleep(0)
+        word = SimpleNamespace(word=" hello", start=0.5, end=0.9, probability=0.9)
+        segment = SimpleNamespace(text=" hello", no_speech_prob=0.0, avg_logprob=-0.1, words=[word])
+        return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
+
+    def of(self, priority: Priority) -> list[Job]:
+        return [j for j in self.jobs if j.priority == priority]
+
+
+def pcm(seconds: float, amplitude: float) -> np.ndarray:
+    return np.full(round(seconds * SAMPLE_RATE), amplitude, dtype=np.float32)
+
+
+async def run(
+    audio: np.ndarray,
+    *,
+    interims: bool = False,
+    flush_at: float | None = None,
+    **settings: Any,
+) -> tuple[list[dict[str, Any]], FakeScheduler]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scheduler = FakeScheduler()
+    session = StreamSession(
+        "s1",
+        protocol.StreamConfig(interim_results=interims),
+        scheduler=scheduler,
+        settings=SidecarSettings(**settings),
+        metrics=SidecarMetrics(),
+        send=send,
+        vad=LoudnessVAD(),
+    )
+    data = (audio * 32768).astype("<i2")
+    for begin in range(0, data.size, FRAME):
+        session.feed(data[begin : begin + FRAME].tobytes())
+        if flush_at is not None and begin + FRAME >= flush_at * SAMPLE_RATE:
+            session.flush()
+            flush_at = None
+        await asyncio.sleep(0)  # let decodes and the sender run, as between client frames
+    await session.finish(protocol.closed())
+    return sent, scheduler
+
+
+def kinds(sent: list[dict[str, Any]]) -> list[str]:
+    return [m["type"] for m in sent if m["type"] != "interim"]
+
+
+async def test_silence_after_speech_ends_the_utterance_with_one_final() -> None:
+    audio = np.concatenate([pcm(1.0, 0), pcm(1.0, SPEECH), pcm(1.0, 0)])
+    sent, scheduler = await run(audio)
+    assert kinds(sent) == ["speech_started", "final", "speech_ended", "closed"]
+    started, final, ended = sent[0], sent[1], sent[2]
+    assert started["start"] == pytest.approx(1.0, abs=WINDOW / SAMPLE_RATE)
+    assert final["text"] == "hello" and final["words"][0]["word"] == "hello"
+    # the final's words are on the stream clock: the decoded audio began 0.4 s of pre-roll early
+    assert final["words"][0]["start"] == pytest.approx(0.6 + 0.5, abs=0.05)
+    assert ended["end"] == pytest.approx(2.0, abs=0.05)
+    # the final's decode started speculatively, 0.15 s into the pause, and was used
+    finals = scheduler.of(Priority.FINAL)
+    assert len(finals) == 1 and finals[0].owner == "s1"
+    assert finals[0].samples == pytest.approx((2.0 + 0.15 - 0.6) * SAMPLE_RATE, abs=2 * WINDOW)
+
+
+async def test_a_pause_shorter_than_the_endpoint_keeps_one_utterance() -> None:
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.3, 0), pcm(1.0, SPEECH), pcm(1.0, 0)]
+    )
+    sent, scheduler = await run(audio, endpoint_silence_ms=450)
+    assert kinds(sent) == ["speech_started", "final", "speech_ended", "closed"]
+    # the speculation made in the short pause was stale once speech resumed: decoded again
+    assert len(scheduler.of(Priority.FINAL)) == 2
+    assert sent[2]["end"] == pytest.approx(2.8, abs=0.05)
+
+
+async def test_a_longer_endpoint_setting_waits_longer() -> None:
+    audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.6, 0), pcm(1.0, SPEECH)])
+    sent, _ = await run(audio, endpoint_silence_ms=450)
+    assert kinds(sent).count("final") == 2
+    sent, _ = await run(audio, endpoint_silence_ms=800)
+    assert kinds(sent).count("final") == 1
+
+
+async def test_a_long_utterance_is_cut_at_its_quietest_window() -> None:
+    # 2.5 s of speech with one quieter stretch at 2.0 s (still speech: probability 0.4); the cut
+    # comes at 2.6 s, when the utterance (from 0.6 s, with pre-roll) reaches 2 s
+    speech = pcm(2.5, SPEECH)
+    speech[round(1.0 * SAMPLE_RATE) : round(1.064 * SAMPLE_RATE)] = 0.04
+    audio = np.concatenate([pcm(1.0, 0), speech, pcm(1.0, 0)])
+    sent, scheduler = await run(audio, max_utterance_s=2.0)
+    assert kinds(sent) == [
+        "speech_started",
+        "final",
+        "speech_ended",
+        "speech_started",
+        "final",
+        "speech_ended",
+        "closed",
+    ]
+    first_end, second_start = sent[2]["end"], sent[3]["start"]
+    # The window wholly inside the quiet stretch is 2.016-2.048 s. The cut lands half a window
+    # before it (2.0 s): `probs` starts after the onset window, the cut's arithmetic at onset.
+    assert second_start == pytest.approx(2.0, abs=0.001)
+    assert first_end <= second_start + 0.001
+    assert [m["utterance_id"] for m in sent if m["type"] == "final"] == [1, 2]
+    # the first utterance's final decodes its audio up to the cut, pre-roll included
+    assert scheduler.of(Priority.FINAL)[0].samples == round(2.0 * SAMPLE_RATE) - (15872 - 6400)
+
+
+async def test_flush_finalizes_mid_speech_then_says_flushed() -> None:
+    audio = np.concatenate([pcm(0.5, 0), pcm(2.0, SPEECH)])
+    sent, _ = await run(audio, flush_at=1.5)
+    assert kinds(sent)[:4] == ["speech_started", "final", "speech_ended", "flushed"]
+    assert sent[kinds(sent).index("speech_ended")]["end"] == pytest.approx(1.5, abs=0.05)
+
+
+async def test_interims_use_a_short_encoder_window_and_thin_out_under_load() -> None:
+    audio = np.concatenate([pcm(0.5, 0), pcm(3.0, SPEECH), pcm(1.0, 0)])
+    sent, scheduler = await run(audio, interims=True, interim_interval_ms=500)
+    interims = scheduler.of(Priority.INTERIM)
+    assert len(interims) >= 4
+    assert all(j.encoder_window_s is not None and j.encoder_window_s >= 15 for j in interims)
+    shown = [m for m in sent if m["type"] == "interim"]
+    assert shown and all(m["text"] == "hello" for m in shown)
+    assert shown[-1]["stable_text"] == "hello"  # two hypotheses agreed
