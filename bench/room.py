@@ -27,16 +27,12 @@ import re
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from stt_sidecar.replay import assign_finals, load_pcm16, replay  # noqa: E402
-from tests.live.room_support import (  # noqa: E402
+from stt_sidecar.replay import assign_finals, load_pcm16, replay
+from tests.live.room_support import (
     Listener,
     Talker,
     WorkerProcess,
@@ -44,14 +40,14 @@ from tests.live.room_support import (  # noqa: E402
     load_48k,
     silence_48k,
 )
-from tests.livekit_server import (  # noqa: E402
+from tests.livekit_server import (
     SKIP_REASON,
     LocalLiveKitServer,
     find_server_binary,
     server_from_environment,
 )
-from tests.sidecar_process import SidecarProcess  # noqa: E402
-from tests.speech import DATA, conversation, wer  # noqa: E402
+from tests.support.sidecar import SidecarProcess
+from tests.support.speech import DATA, conversation, wer
 
 
 def pct(values: list[float], q: float) -> float:

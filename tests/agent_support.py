@@ -26,7 +26,7 @@ from livekit import rtc
 
 from agent.transcriber import STREAM_SAMPLE_RATE
 
-from .speech import clip, read_pcm16
+from .support.speech import clip, read_pcm16
 
 RATE = 48000  # what a browser's microphone track delivers
 FRAME = RATE // 100  # 10 ms frames, as WebRTC produces them

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .agent_support import worker_process_env
-from .sidecar_process import SidecarProcess, free_port
+from .support.sidecar import SidecarProcess, free_port
 
 MAIN = Path(__file__).resolve().parent.parent / "agent" / "main.py"
 

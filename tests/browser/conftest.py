@@ -36,7 +36,7 @@ from ..livekit_server import (
     find_server_binary,
     server_from_environment,
 )
-from ..sidecar_process import SidecarProcess
+from ..support.sidecar import SidecarProcess
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

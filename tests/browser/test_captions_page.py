@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import pytest
 
 from ..livekit_server import LiveKitServerInfo
-from ..speech import clip, normalize, wer
+from ..support.speech import clip, normalize, wer
 from .conftest import Worker, make_token, missing_browser_pieces, run_browser, speech_wav
 
 pytestmark = [

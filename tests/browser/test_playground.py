@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from ..livekit_server import LiveKitServerInfo
-from ..sidecar_process import free_port
-from ..speech import clip, normalize, wer
+from ..support.sidecar import free_port
+from ..support.speech import clip, normalize, wer
 from .conftest import Worker, make_token, missing_browser_pieces, run_browser, speech_wav
 
 PLAYGROUND = os.environ.get("AGENTS_PLAYGROUND_DIR", "")

@@ -20,7 +20,7 @@ from ..livekit_server import (
     find_server_binary,
     server_from_environment,
 )
-from ..sidecar_process import SidecarProcess
+from ..support.sidecar import SidecarProcess
 from .room_support import WorkerProcess
 
 

@@ -30,7 +30,7 @@ from stt_sidecar.replay import assign_finals
 
 from ..agent_support import worker_process_env
 from ..livekit_server import LiveKitServerInfo
-from ..speech import DATA, read_pcm16, wer
+from ..support.speech import DATA, read_pcm16, wer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MAIN = ROOT / "agent" / "main.py"

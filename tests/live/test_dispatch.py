@@ -7,7 +7,7 @@ import re
 import time
 
 from ..livekit_server import LiveKitServerInfo
-from ..sidecar_process import SidecarProcess
+from ..support.sidecar import SidecarProcess
 from .room_support import Listener, Talker
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ..livekit_server import LiveKitServerInfo, LocalLiveKitServer
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, normalize
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, normalize
 from .room_support import Listener, Talker, load_48k, silence_48k
 from .test_many_people import own_captions
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from ..livekit_server import LiveKitServerInfo
-from ..sidecar_process import free_port
-from ..speech import conversation
+from ..support.sidecar import free_port
+from ..support.speech import conversation
 from ..test_make_run_env import make_run_command
 from .room_support import ROOT, Listener, Talker, check_room_transcripts, load_48k, silence_48k
 

@@ -13,8 +13,8 @@ import re
 import numpy as np
 
 from ..livekit_server import LiveKitServerInfo
-from ..sidecar_process import SidecarProcess
-from ..speech import clip, normalize, wer
+from ..support.sidecar import SidecarProcess
+from ..support.speech import clip, normalize, wer
 from .room_support import Listener, Talker, load_48k, silence_48k
 
 
