@@ -257,11 +257,7 @@ def main() -> int:
             env = {"STT_MODEL": args.model, "STT_DEVICE": args.device}
             if args.api_key:
                 env["STT_API_KEY"] = args.api_key
-            sidecar = SidecarProcess(**env).start(wait=args.api_key is None)
-            if args.api_key:
-                from tests.batch_support import wait_ready_with_key
-
-                wait_ready_with_key(sidecar, args.api_key)
+            sidecar = SidecarProcess(**env).start()  # its readiness probe sends the key
             url = sidecar.url
         pid = sidecar.proc.pid if sidecar is not None and sidecar.proc else None
         sides.append(SidecarSide(url, args.api_key, pid))
