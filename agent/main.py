@@ -10,22 +10,13 @@ sidecar's `/ready`, and afterwards reports its load from the sidecar's (see `age
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":
-    # `python agent/main.py` puts agent/ itself first on sys.path, where our `token.py` would
-    # shadow the standard library's `token` (imported by `inspect`, `tokenize`, ...). Put the
-    # project root there instead, so `import agent.x` works even without the editable install.
-    _here = Path(__file__).resolve().parent
-    if sys.path and Path(sys.path[0] or ".").resolve() == _here:
-        sys.path[0] = str(_here.parent)
-
 import asyncio
 import contextlib
 import logging
+import sys
 import warnings
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import cast
 
 from dotenv import load_dotenv

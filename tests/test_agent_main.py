@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from livekit import api
 
+from agent.access_token import main as token_main
 from agent.settings import SettingsError, WorkerSettings
-from agent.token import main as token_main
 
 from .agent_support import AGENT_ENV_VARS, worker_process_env
 from .support.sidecar import free_port
