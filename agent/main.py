@@ -5,7 +5,7 @@ each transcript is published into the room (see `agent.publisher`). The module-l
 is what `lk agent dev` and `python -m livekit.agents start agent/main.py` discover.
 
 Before registering with LiveKit the worker waits (bounded by `SIDECAR_READY_TIMEOUT_S`) for the
-sidecar's `/ready`, and afterwards reports its load from the sidecar's (see `agent.load`).
+sidecar's `/ready`, and afterwards reports its load from the sidecar's (see `agent.capacity`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from livekit.agents.utils import is_given  # noqa: E402
 from livekit.plugins import custom_stt  # noqa: E402
 
 from agent.agent_state import AgentStateAnnouncer  # noqa: E402
+from agent.capacity import LoadReporter, ensure_streams_dir, process_stream_counter  # noqa: E402
 from agent.livekit_ready import wait_for_livekit  # noqa: E402
-from agent.load import LoadReporter, ensure_streams_dir, process_stream_counter  # noqa: E402
 from agent.publisher import TranscriptPublisher  # noqa: E402
 from agent.settings import WorkerSettings  # noqa: E402
 from agent.sidecar_ready import SidecarNotReadyError, wait_until_ready  # noqa: E402

@@ -15,7 +15,7 @@ from livekit.agents import APIConnectOptions
 from livekit.plugins import custom_stt
 
 from agent import transcriber as transcriber_module
-from agent.load import LoadReporter, StreamCounter, count_streams
+from agent.capacity import LoadReporter, StreamCounter, count_streams
 from agent.publisher import TranscriptPublisher
 from agent.settings import WorkerSettings
 from agent.sidecar_ready import SidecarNotReadyError, probe_ready_sync, wait_until_ready

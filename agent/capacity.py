@@ -39,7 +39,7 @@ from pathlib import Path
 from .settings import WorkerSettings
 from .sidecar_ready import SidecarStatus, probe_ready_sync
 
-logger = logging.getLogger("agent.load")
+logger = logging.getLogger("agent.capacity")
 
 STREAMS_DIR_ENV = "AGENT_STREAMS_DIR"
 
