@@ -15,13 +15,11 @@ import argparse
 import sys
 import warnings
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlencode
 
-from dotenv import load_dotenv
 from livekit import api
 
-from .settings import WorkerSettings
+from .settings import WorkerSettings, load_env_file
 
 PLAYGROUND_URL = "https://agents-playground.livekit.io"
 MEET_URL = "https://meet.livekit.io/custom"
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-only", action="store_true", help="print only the token")
     args = parser.parse_args(argv)
 
-    load_dotenv(Path.cwd() / ".env", override=False)
+    load_env_file()
     settings = WorkerSettings.from_env()
     # `livekit-server --dev`'s secret is the 6-byte "secret"; PyJWT warns about it on every token
     warnings.filterwarnings("ignore", message="The HMAC key is")

@@ -20,7 +20,8 @@ worker frees up; seen against livekit-server 1.13). Streams are what `STT_MAX_ST
 
 Jobs run in separate processes, so each process mirrors its number of active streams into a
 small file `<dir>/<pid>` that the main process sums; the directory comes from the environment
-variable `AGENT_STREAMS_DIR`, which the main process sets before any job process starts.
+variable `AGENT_STREAMS_DIR`, which the main process sets when its server starts running
+(`ensure_streams_dir`), before any job process starts; importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ STREAMS_DIR_ENV = "AGENT_STREAMS_DIR"
 
 def ensure_streams_dir() -> Path:
     """The directory shared by this worker's processes, created by the first one (the main
-    process, which also removes it at exit) and inherited by job processes via the env."""
+    process, which also removes it at exit) and inherited by job processes via the env.
+
+    Called when the worker runs (`TranscriptionServer.run`), never at import.
+    """
     existing = os.environ.get(STREAMS_DIR_ENV)
     if existing:
         path = Path(existing)
@@ -150,7 +154,9 @@ class LoadReporter:
         cache_s: float = 1.0,
     ) -> None:
         self._settings = settings
-        self._streams_dir = streams_dir
+        self.streams_dir = streams_dir
+        """Where this worker's processes record their streams; None counts none (the server
+        sets it when it starts running)."""
         self._probe = probe
         self._cache_s = cache_s
         self._lock = threading.Lock()
@@ -183,7 +189,7 @@ class LoadReporter:
 
     def own_streams(self) -> int:
         """Active streams in every process of this worker."""
-        return count_streams(self._streams_dir) if self._streams_dir else 0
+        return count_streams(self.streams_dir) if self.streams_dir else 0
 
     def stream_budget(self) -> int:
         """Streams this worker may run: `AGENT_MAX_STREAMS`, else the sidecar's `max_streams`."""

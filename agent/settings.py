@@ -10,8 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
 
 DEFAULT_STT_URL = "http://127.0.0.1:8765"
+
+
+def load_env_file(directory: Path | None = None) -> None:
+    """Add `directory`'s `.env` (default: the cwd's, as `make run` / honcho use it) to
+    `os.environ`; real environment variables take precedence, even when set to ""."""
+    load_dotenv((directory or Path.cwd()) / ".env", override=False)
 
 
 class SettingsError(ValueError):
