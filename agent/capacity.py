@@ -37,12 +37,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .settings import WorkerSettings
+from .settings import STREAMS_DIR_ENV, WorkerSettings, streams_dir_from_env
 from .sidecar_ready import SidecarStatus, probe_ready_sync
 
 logger = logging.getLogger("agent.capacity")
-
-STREAMS_DIR_ENV = "AGENT_STREAMS_DIR"
 
 
 def ensure_streams_dir() -> Path:
@@ -51,11 +49,10 @@ def ensure_streams_dir() -> Path:
 
     Called when the worker runs (`TranscriptionServer.run`), never at import.
     """
-    existing = os.environ.get(STREAMS_DIR_ENV)
-    if existing:
-        path = Path(existing)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    existing = streams_dir_from_env()
+    if existing is not None:
+        existing.mkdir(parents=True, exist_ok=True)
+        return existing
     path = Path(tempfile.mkdtemp(prefix="stt-agent-streams-"))
     os.environ[STREAMS_DIR_ENV] = str(path)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
@@ -108,8 +105,7 @@ def process_stream_counter() -> StreamCounter:
     global _process_counter
     with _process_counter_lock:
         if _process_counter is None:
-            directory = os.environ.get(STREAMS_DIR_ENV)
-            _process_counter = StreamCounter(Path(directory) if directory else None)
+            _process_counter = StreamCounter(streams_dir_from_env())
         return _process_counter
 
 
