@@ -2,55 +2,43 @@
 
 Every remote participant's microphone is streamed through `custom_stt.STT` to the sidecar and
 each transcript is published into the room (see `agent.publisher`). The module-level `server`
-is what `lk agent dev` and `python -m livekit.agents start agent/main.py` discover.
+is what `lk agent dev` and `python -m livekit.agents start agent/main.py` discover; it is built
+on first use, so importing this module (as every job process does, to find `entrypoint`) reads
+no `.env`, changes no environment variable and creates no directory.
 
 Before registering with LiveKit the worker waits (bounded by `SIDECAR_READY_TIMEOUT_S`) for the
-sidecar's `/ready`, and afterwards reports its load from the sidecar's (see `agent.load`).
+sidecar's `/ready`, and afterwards reports its load from the sidecar's (see `agent.capacity`).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":
-    # `python agent/main.py` puts agent/ itself first on sys.path, where our `token.py` would
-    # shadow the standard library's `token` (imported by `inspect`, `tokenize`, ...). Put the
-    # project root there instead, so `import agent.x` works even without the editable install.
-    _here = Path(__file__).resolve().parent
-    if sys.path and Path(sys.path[0] or ".").resolve() == _here:
-        sys.path[0] = str(_here.parent)
-
 import asyncio
 import contextlib
+import functools
 import logging
+import sys
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from dotenv import load_dotenv
-
-# The cwd's .env (as `make run` / honcho use it); real environment variables take precedence.
-load_dotenv(Path.cwd() / ".env", override=False)
-
-from livekit.agents import (  # noqa: E402
+from livekit.agents import (
     AgentServer,
     AutoSubscribe,
     JobContext,
     JobExecutorType,
     cli,
 )
-from livekit.agents.types import NOT_GIVEN, NotGivenOr  # noqa: E402
-from livekit.agents.utils import is_given  # noqa: E402
-from livekit.plugins import custom_stt  # noqa: E402
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import is_given
+from livekit.plugins import custom_stt
 
-from agent.agent_state import AgentStateAnnouncer  # noqa: E402
-from agent.livekit_ready import wait_for_livekit  # noqa: E402
-from agent.load import LoadReporter, ensure_streams_dir, process_stream_counter  # noqa: E402
-from agent.publisher import TranscriptPublisher  # noqa: E402
-from agent.settings import WorkerSettings  # noqa: E402
-from agent.sidecar_ready import SidecarNotReadyError, wait_until_ready  # noqa: E402
-from agent.transcriber import RoomTranscriber  # noqa: E402
+from agent.agent_state import AgentStateAnnouncer
+from agent.capacity import LoadReporter, ensure_streams_dir, process_stream_counter
+from agent.livekit_ready import wait_for_livekit
+from agent.publisher import TranscriptPublisher
+from agent.settings import WorkerSettings, load_env_file
+from agent.sidecar_ready import SidecarNotReadyError, wait_until_ready
+from agent.transcriber import RoomTranscriber
 
 logger = logging.getLogger("agent")
 
@@ -81,6 +69,8 @@ class TranscriptionServer(AgentServer):
         registering, which ends the CLI; `python agent/main.py` then exits with status 1.
         """
         s = self.settings
+        # job processes inherit the directory through the environment, so set it up first
+        self.load_reporter.streams_dir = ensure_streams_dir()
         logger.info(
             "transcription worker: STT sidecar %s, topic %r, interims %s, agent name %r",
             s.stt_url,
@@ -131,10 +121,10 @@ class TranscriptionServer(AgentServer):
 
 
 def build_server(worker_settings: WorkerSettings) -> TranscriptionServer:
-    """The worker for `worker_settings`, with `entrypoint` registered.
+    """The worker for `worker_settings`, with `entrypoint` registered; no side effects.
 
     The entrypoint stays a module-level function (job processes import it by name) and reads
-    the module-level `settings`, which every process builds from the same environment.
+    `process_settings()`, which every process builds from the same environment.
     """
     executor = {"process": JobExecutorType.PROCESS, "thread": JobExecutorType.THREAD}
     extra: dict[str, object] = {}
@@ -147,7 +137,7 @@ def build_server(worker_settings: WorkerSettings) -> TranscriptionServer:
         job_executor_type=executor[worker_settings.job_executor],
         host=worker_settings.http_host,
         **extra,
-        load_fnc=LoadReporter(worker_settings, ensure_streams_dir()),
+        load_fnc=LoadReporter(worker_settings, None),  # its streams_dir is set by run()
         # the load is the sidecar's, so "full" means the same in dev and in production
         load_threshold=worker_settings.load_threshold,
     )
@@ -176,6 +166,7 @@ async def session_end(ctx: JobContext) -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     """One job = one room: transcribe every participant's microphone until the room ends."""
+    settings = process_settings()
     ctx.log_context_fields = {"room": ctx.room.name}
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     # lk.agent.state: the agents playground shows no transcript until it reads "listening"
@@ -220,17 +211,47 @@ async def entrypoint(ctx: JobContext) -> None:
     )
 
 
-settings = WorkerSettings.from_env()
-if settings.livekit_api_secret == "secret":
-    # `livekit-server --dev`'s 6-byte secret: PyJWT would warn about it on every token
-    warnings.filterwarnings("ignore", message="The HMAC key is")
-server = build_server(settings)
-"""The global that `lk agent dev` / `python -m livekit.agents start agent/main.py` discover."""
+@functools.cache
+def process_settings() -> WorkerSettings:
+    """This process's settings: the cwd's `.env` (never over real variables), then the
+    environment. Read once, when the worker starts or a job process runs its first job.
+
+    Raises:
+        SettingsError: a variable is set to a value the worker cannot use.
+    """
+    load_env_file()
+    settings = WorkerSettings.from_env()
+    if settings.livekit_api_secret == "secret":
+        # `livekit-server --dev`'s 6-byte secret: PyJWT would warn about it on every token
+        warnings.filterwarnings("ignore", message="The HMAC key is")
+    return settings
+
+
+server: TranscriptionServer
+"""The global that `lk agent dev` / `python -m livekit.agents start agent/main.py` discover
+(through `dir()` and `getattr`); `__getattr__` builds it from `process_settings()` on first use."""
+
+
+def __getattr__(name: str) -> object:
+    if name == "server":
+        built = globals()["server"] = build_server(process_settings())
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "server"})
+
+
+def main() -> None:
+    """`python agent/main.py dev|start|connect ...`: exits 1 if the sidecar never got ready."""
+    worker = build_server(process_settings())
+    try:
+        cli.run_app(worker)  # exits through SystemExit, hence the finally
+    finally:
+        if worker.sidecar_failed:
+            sys.exit(1)
 
 
 if __name__ == "__main__":
-    try:
-        cli.run_app(server)  # exits through SystemExit, hence the finally
-    finally:
-        if server.sidecar_failed:
-            sys.exit(1)
+    main()

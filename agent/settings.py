@@ -3,6 +3,10 @@
 LiveKit's `LIVEKIT_URL`, `LIVEKIT_API_KEY` and `LIVEKIT_API_SECRET` are read by livekit-agents
 itself (and can be overridden by its CLI flags); they are kept here too so the token helper and
 the logs can use them.
+
+This module is the one place the worker reads its environment: `load_env_file` (the `.env`),
+`WorkerSettings.from_env` (every setting, with its parsing and checks) and
+`streams_dir_from_env` (the directory the worker itself hands to its job processes).
 """
 
 from __future__ import annotations
@@ -10,8 +14,28 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
 
 DEFAULT_STT_URL = "http://127.0.0.1:8765"
+
+
+def load_env_file(directory: Path | None = None) -> None:
+    """Add `directory`'s `.env` (default: the cwd's, as `make run` / honcho use it) to
+    `os.environ`; real environment variables take precedence, even when set to ""."""
+    load_dotenv((directory or Path.cwd()) / ".env", override=False)
+
+
+STREAMS_DIR_ENV = "AGENT_STREAMS_DIR"
+"""Set by the worker's main process when it starts running (see `agent.capacity`), not by you:
+job processes inherit it and record their stream counts there."""
+
+
+def streams_dir_from_env(env: Mapping[str, str] | None = None) -> Path | None:
+    """The worker's shared streams directory from `env` (default `os.environ`), if set."""
+    raw = (os.environ if env is None else env).get(STREAMS_DIR_ENV, "").strip()
+    return Path(raw) if raw else None
 
 
 class SettingsError(ValueError):

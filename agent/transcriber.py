@@ -29,7 +29,7 @@ from livekit import rtc
 from livekit.agents import APIError, utils
 from livekit.agents.stt import STT, RecognizeStream, SpeechEvent, SpeechEventType
 
-from .load import StreamCounter
+from .capacity import StreamCounter
 from .publisher import Transcript, TranscriptPublisher
 
 logger = logging.getLogger("agent.transcriber")

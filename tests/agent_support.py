@@ -9,19 +9,14 @@ the real sidecar. The one stand-in is `RecordingParticipant`, in place of the ag
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import numpy as np
-import pytest
 from livekit import rtc
 
 from agent.transcriber import STREAM_SAMPLE_RATE
@@ -241,26 +236,6 @@ TRANSCRIPT_KEYS = {
     "end",
     "confidence",
 }
-
-
-def import_agent_main() -> ModuleType:
-    """`agent.main`, imported with every worker variable set explicitly (empty = default) and
-    from a directory without a `.env`, then the environment restored.
-
-    `load_dotenv` never overrides a variable that is set, even to "", so a developer's `.env`
-    cannot leak in; the module-level `server` is built from defaults (tests build their own
-    with `build_server`).
-    """
-    if "agent.main" in sys.modules:
-        return sys.modules["agent.main"]
-    with pytest.MonkeyPatch.context() as mp:
-        for name in AGENT_ENV_VARS:
-            mp.setenv(name, "")
-        mp.setenv("LIVEKIT_URL", "ws://127.0.0.1:9")
-        mp.setenv("LIVEKIT_API_KEY", "devkey")
-        mp.setenv("LIVEKIT_API_SECRET", "secret")
-        mp.chdir(tempfile.mkdtemp(prefix="agent-import-"))
-        return importlib.import_module("agent.main")
 
 
 def worker_process_env(**overrides: str) -> dict[str, str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from livekit import api
 
+from agent.access_token import main as token_main
 from agent.settings import SettingsError, WorkerSettings
-from agent.token import main as token_main
 
 from .agent_support import AGENT_ENV_VARS, worker_process_env
 from .support.sidecar import free_port
@@ -119,6 +119,24 @@ async def test_cli_commands_and_discovery_by_livekit(tmp_path) -> None:
     )
     assert code == 0, out
     assert out.strip().splitlines()[-1] == "agent.main:server True"
+
+
+async def test_importing_the_worker_has_no_side_effects(tmp_path) -> None:
+    """Job processes import `agent.main` to find `entrypoint`: that reads no `.env`, changes no
+    environment variable and creates no streams directory; `server` is built on first use."""
+    (tmp_path / ".env").write_text("AGENT_NAME=from-dotenv\n")
+    env = worker_process_env()
+    probe = (
+        "import glob, os, tempfile; before = dict(os.environ); "
+        "pattern = os.path.join(tempfile.gettempdir(), 'stt-agent-streams-*'); "
+        "dirs = lambda: set(glob.glob(pattern)); "
+        "old = dirs(); import agent.main as m; "
+        "print(dict(os.environ) == before, dirs() == old, 'server' in vars(m)); "
+        "print(m.server.settings.agent_name, 'server' in vars(m))"
+    )
+    code, out = await _run(sys.executable, "-c", probe, cwd=tmp_path, env=env, timeout=60)
+    assert code == 0, out
+    assert out.strip().splitlines()[-2:] == ["True True False", "from-dotenv True"]
 
 
 def test_token_helper(

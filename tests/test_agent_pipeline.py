@@ -15,7 +15,7 @@ import pytest
 from livekit import rtc
 from livekit.plugins import custom_stt
 
-from agent.load import StreamCounter
+from agent.capacity import StreamCounter
 from agent.publisher import Transcript, TranscriptPublisher
 from agent.sidecar_ready import probe_ready_sync
 from agent.transcriber import ParticipantTranscriber, RoomTranscriber, Speaker

@@ -14,14 +14,15 @@ import pytest
 from livekit.agents import APIConnectOptions
 from livekit.plugins import custom_stt
 
+from agent import main
 from agent import transcriber as transcriber_module
-from agent.load import LoadReporter, StreamCounter, count_streams
+from agent.capacity import LoadReporter, StreamCounter, count_streams
 from agent.publisher import TranscriptPublisher
 from agent.settings import WorkerSettings
 from agent.sidecar_ready import SidecarNotReadyError, probe_ready_sync, wait_until_ready
 from agent.transcriber import ParticipantTranscriber, Speaker
 
-from .agent_support import Microphone, RecordingParticipant, import_agent_main, speech
+from .agent_support import Microphone, RecordingParticipant, speech
 from .support.sidecar import SidecarProcess, free_port
 from .support.speech import clip, wer
 
@@ -59,7 +60,6 @@ async def late_sidecar() -> AsyncIterator[SidecarProcess]:
 async def test_worker_waits_for_the_sidecar_then_registers_and_transcribes(
     late_sidecar: SidecarProcess,
 ) -> None:
-    main = import_agent_main()
     settings = worker_settings(late_sidecar.url, "k3y-for-tests")
     server = main.build_server(settings)
     started = asyncio.Event()
@@ -107,7 +107,6 @@ async def test_worker_waits_for_the_sidecar_then_registers_and_transcribes(
 async def test_server_gives_up_clearly_when_the_sidecar_never_comes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    main = import_agent_main()
     url = f"http://127.0.0.1:{free_port()}"
     server = main.build_server(worker_settings(url, sidecar_ready_timeout_s=1.0))
     started = asyncio.Event()
@@ -274,7 +273,6 @@ def test_rooms_being_launched_count_one_stream_each(sidecar: SidecarProcess) -> 
     good. Each such room now counts one stream of the budget."""
     from livekit.agents import AgentServer
 
-    main = import_agent_main()
     assert callable(getattr(AgentServer, "_get_effective_load", None)), "framework changed"
     server = main.build_server(worker_settings(sidecar.url))
     server._worker_load, server._reserved_slots = 0.0, 0  # what run() sets up
@@ -291,6 +289,5 @@ def test_rooms_close_their_transcribers_before_the_room_disconnects(
 ) -> None:
     """Found live: a SIGTERMed worker lost the in-flight final, because shutdown callbacks run
     after `room.disconnect()`. The transcribers close in `on_session_end`, which runs before."""
-    main = import_agent_main()
     server = main.build_server(worker_settings(sidecar.url))
     assert server._session_end_fnc is main.session_end  # framework state: the registered hook

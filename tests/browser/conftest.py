@@ -121,7 +121,7 @@ async def worker(
 ) -> AsyncIterator[Worker]:
     """`python agent/main.py start` with every setting explicit (no .env) and a unique
     `AGENT_NAME`: LiveKit dispatches it into the rooms whose tokens ask for it, as after the
-    README's `make run` + `python -m agent.token`. (Not `connect --room`: the token that
+    README's `make run` + `python -m agent.access_token`. (Not `connect --room`: the token that
     livekit-agents makes for it lacks canUpdateOwnMetadata, so `lk.agent.state` is refused.)
     """
     agent_name = f"stt-browser-{uuid.uuid4().hex[:8]}"
@@ -172,12 +172,12 @@ async def worker(
 async def make_token(
     livekit_server: LiveKitServerInfo, worker: Worker, room: str, identity: str, name: str
 ) -> str:
-    """A join token from the project's own helper, `python -m agent.token`, asking LiveKit to
+    """A join token from the project's own helper, `python -m agent.access_token`, asking LiveKit to
     dispatch `worker` into the room."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agent.token",
+        "agent.access_token",
         "--room",
         room,
         "--identity",
@@ -185,7 +185,7 @@ async def make_token(
         "--name",
         name,
         "--token-only",
-        cwd=ROOT,  # `-m agent.token` imports from here; a .env here never wins over env below
+        cwd=ROOT,  # `-m` imports from here; a .env here never wins over the env below
         env=worker_process_env(**livekit_server.env, AGENT_NAME=worker.agent_name),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -7,7 +7,7 @@ in AGENTS_PLAYGROUND_DIR, e.g.
     cd /tmp/agents-playground && npx pnpm@9 install && npx next build
 
 It runs `next start` on loopback, and headless Chromium uses the playground's manual connection
-(our server URL and a token from `python -m agent.token`) with a fake microphone playing
+(our server URL and a token from `python -m agent.access_token`) with a fake microphone playing
 jfk.wav. The playground shows its transcript only once the agent counts as connected, which
 it derives from the agent's `lk.agent.state` attribute: the worker sets it on joining.
 """

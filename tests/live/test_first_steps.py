@@ -1,7 +1,7 @@
 """Scenario 1: the README's first steps, literally, against a real LiveKit server.
 
 `make run`'s command (honcho, the repo's Procfile, `.env` copied from `.env.example`) starts the
-sidecar and `python agent/main.py dev`, which registers; `python -m agent.token` makes the
+sidecar and `python agent/main.py dev`, which registers; `python -m agent.access_token` makes the
 speaker's token; the speaker publishes conversation.wav as a 48 kHz microphone at real time and
 a second participant only listens. Real dispatch: the worker joins the room by itself.
 """
@@ -81,7 +81,7 @@ class MakeRun:
             [
                 sys.executable,
                 "-m",
-                "agent.token",
+                "agent.access_token",
                 "--room",
                 room,
                 "--identity",

@@ -1,7 +1,7 @@
 """Print a join token (and playground / meet URLs) to try the worker from any client.
 
-    python -m agent.token --room demo --identity alice [--name Alice] [--ttl 3600]
-    python -m agent.token --room demo --identity alice --token-only   # just the JWT
+    python -m agent.access_token --room demo --identity alice [--name Alice] [--ttl 3600]
+    python -m agent.access_token --room demo --identity alice --token-only   # just the JWT
 
 Reads LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET from the environment or the cwd's
 `.env`. With `AGENT_NAME` set (explicit dispatch) the token also asks LiveKit to dispatch that
@@ -15,13 +15,11 @@ import argparse
 import sys
 import warnings
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlencode
 
-from dotenv import load_dotenv
 from livekit import api
 
-from .settings import WorkerSettings
+from .settings import WorkerSettings, load_env_file
 
 PLAYGROUND_URL = "https://agents-playground.livekit.io"
 MEET_URL = "https://meet.livekit.io/custom"
@@ -69,7 +67,7 @@ def make_token(
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, print the token and URLs; 2 on a configuration error."""
     parser = argparse.ArgumentParser(
-        prog="python -m agent.token", description="Print a LiveKit join token for a room."
+        prog="python -m agent.access_token", description="Print a LiveKit join token for a room."
     )
     parser.add_argument("--room", required=True, help="room to join (created on first join)")
     parser.add_argument("--identity", required=True, help="participant identity, e.g. alice")
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-only", action="store_true", help="print only the token")
     args = parser.parse_args(argv)
 
-    load_dotenv(Path.cwd() / ".env", override=False)
+    load_env_file()
     settings = WorkerSettings.from_env()
     # `livekit-server --dev`'s secret is the 6-byte "secret"; PyJWT warns about it on every token
     warnings.filterwarnings("ignore", message="The HMAC key is")

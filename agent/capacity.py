@@ -20,7 +20,8 @@ worker frees up; seen against livekit-server 1.13). Streams are what `STT_MAX_ST
 
 Jobs run in separate processes, so each process mirrors its number of active streams into a
 small file `<dir>/<pid>` that the main process sums; the directory comes from the environment
-variable `AGENT_STREAMS_DIR`, which the main process sets before any job process starts.
+variable `AGENT_STREAMS_DIR`, which the main process sets when its server starts running
+(`ensure_streams_dir`), before any job process starts; importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -36,22 +37,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .settings import WorkerSettings
+from .settings import STREAMS_DIR_ENV, WorkerSettings, streams_dir_from_env
 from .sidecar_ready import SidecarStatus, probe_ready_sync
 
-logger = logging.getLogger("agent.load")
-
-STREAMS_DIR_ENV = "AGENT_STREAMS_DIR"
+logger = logging.getLogger("agent.capacity")
 
 
 def ensure_streams_dir() -> Path:
     """The directory shared by this worker's processes, created by the first one (the main
-    process, which also removes it at exit) and inherited by job processes via the env."""
-    existing = os.environ.get(STREAMS_DIR_ENV)
-    if existing:
-        path = Path(existing)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    process, which also removes it at exit) and inherited by job processes via the env.
+
+    Called when the worker runs (`TranscriptionServer.run`), never at import.
+    """
+    existing = streams_dir_from_env()
+    if existing is not None:
+        existing.mkdir(parents=True, exist_ok=True)
+        return existing
     path = Path(tempfile.mkdtemp(prefix="stt-agent-streams-"))
     os.environ[STREAMS_DIR_ENV] = str(path)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
@@ -104,8 +105,7 @@ def process_stream_counter() -> StreamCounter:
     global _process_counter
     with _process_counter_lock:
         if _process_counter is None:
-            directory = os.environ.get(STREAMS_DIR_ENV)
-            _process_counter = StreamCounter(Path(directory) if directory else None)
+            _process_counter = StreamCounter(streams_dir_from_env())
         return _process_counter
 
 
@@ -150,7 +150,9 @@ class LoadReporter:
         cache_s: float = 1.0,
     ) -> None:
         self._settings = settings
-        self._streams_dir = streams_dir
+        self.streams_dir = streams_dir
+        """Where this worker's processes record their streams; None counts none (the server
+        sets it when it starts running)."""
         self._probe = probe
         self._cache_s = cache_s
         self._lock = threading.Lock()
@@ -183,7 +185,7 @@ class LoadReporter:
 
     def own_streams(self) -> int:
         """Active streams in every process of this worker."""
-        return count_streams(self._streams_dir) if self._streams_dir else 0
+        return count_streams(self.streams_dir) if self.streams_dir else 0
 
     def stream_budget(self) -> int:
         """Streams this worker may run: `AGENT_MAX_STREAMS`, else the sidecar's `max_streams`."""
