@@ -41,7 +41,7 @@ agent: install
 # The fast tier first (tests/unit: in-process fakes, no model, no subprocess), then the rest;
 # the live tests need a LiveKit server and run in `make test-live`.
 test: test-fast
-	$(PY) -m pytest --ignore=tests/unit -m "not live"
+	$(PY) -m pytest --ignore=tests/unit -m "not live" --durations=15
 
 test-fast: $(TEST_STAMP)
 	$(PY) -m pytest tests/unit

@@ -21,6 +21,7 @@ from livekit import rtc
 
 from agent.transcriber import STREAM_SAMPLE_RATE
 
+from .support.audio import silence, upsample_48k
 from .support.speech import clip, read_pcm16
 
 RATE = 48000  # what a browser's microphone track delivers
@@ -162,10 +163,6 @@ class RecordingParticipant:
 # -- a participant's microphone --------------------------------------------------------------
 
 
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * 16000), dtype=np.int16)
-
-
 def speech(*names_and_pauses: str | float) -> np.ndarray:
     """16 kHz int16: clips by file name, numbers as seconds of silence between them."""
     parts = []
@@ -180,11 +177,8 @@ def speech(*names_and_pauses: str | float) -> np.ndarray:
 
 
 def to_48k(pcm16k: np.ndarray) -> np.ndarray:
-    """Resample with LiveKit's own resampler, padded to whole 10 ms frames."""
-    resampler = rtc.AudioResampler(16000, RATE, quality=rtc.AudioResamplerQuality.HIGH)
-    frames = resampler.push(rtc.AudioFrame(pcm16k.tobytes(), 16000, 1, len(pcm16k)))
-    frames += resampler.flush()
-    out = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+    """LiveKit's own resampler (`upsample_48k`), padded to whole 10 ms frames."""
+    out = upsample_48k(pcm16k)
     return np.concatenate([out, np.zeros((-len(out)) % FRAME, dtype=np.int16)])
 
 
