@@ -27,7 +27,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from bench.stream import ResourceSampler, analyse, pct
+from bench.stream import ResourceSampler, add_sidecar_env_option, analyse, pct
 from stt_sidecar.replay import load_pcm16, replay
 from tests.support.long_audio import long_speech, wav_bytes
 from tests.support.sidecar import SidecarProcess
@@ -142,14 +142,7 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=8, help="STT_MAX_PENDING (default 8)")
     parser.add_argument("--upload-seconds", type=float, default=590.0)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument(
-        "--sidecar-env",
-        action="append",
-        default=[],
-        type=lambda kv: tuple(kv.split("=", 1)),
-        metavar="NAME=VALUE",
-        help="setting for the sidecar this script starts (repeatable)",
-    )
+    add_sidecar_env_option(parser)
     asyncio.run(run(parser.parse_args()))
 
 

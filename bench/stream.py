@@ -232,6 +232,18 @@ async def run(args: argparse.Namespace) -> None:
             sidecar.stop()
 
 
+def add_sidecar_env_option(parser: argparse.ArgumentParser) -> None:
+    """`--sidecar-env NAME=VALUE` (repeatable): a setting for the sidecar the script starts."""
+    parser.add_argument(
+        "--sidecar-env",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="setting for the sidecar this script starts (repeatable), e.g. STT_NUM_WORKERS=2",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -248,14 +260,7 @@ def main() -> None:
         help="endpoint silence assumed by the baseline (STT_ENDPOINT_SILENCE_MS)",
     )
     parser.add_argument("--show-decode-times", action="store_true")
-    parser.add_argument(
-        "--sidecar-env",
-        action="append",
-        default=[],
-        type=lambda kv: tuple(kv.split("=", 1)),
-        metavar="NAME=VALUE",
-        help="setting for the sidecar this script starts (repeatable), e.g. STT_NUM_WORKERS=2",
-    )
+    add_sidecar_env_option(parser)
     asyncio.run(run(parser.parse_args()))
 
 
