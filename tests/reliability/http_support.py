@@ -10,7 +10,6 @@ is reported next to the module that provoked it.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -18,24 +17,9 @@ import pytest
 from multidict import CIMultiDict
 
 from ..batch_support import form
+from ..support.leaks import leak_markers_in
 from ..support.sidecar import SidecarProcess
 from ..support.speech import clip, wer
-
-# What must never reach a client: a stack trace, a file path on the server, or the name of an
-# exception class (which tells an attacker which code path broke and invites probing it).
-LEAK_MARKERS = (
-    "Traceback",
-    'File "',
-    '.py"',
-    ".py:",
-    "/work/",
-    "site-packages",
-    "/usr/lib",
-    "/tmp/",
-    "Exception",
-    "Error:",
-)
-EXCEPTION_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception|Interrupt|Exit)\b")
 
 
 @dataclass
@@ -47,11 +31,11 @@ class LeakLog:
     def record(self, where: str, text: str) -> None:
         """Keep `text` for the final scan, and fail now if it already leaks."""
         self.seen.append((where, text))
-        found = leaks(text)
+        found = leak_markers_in(text)
         assert not found, f"{where}: {found} leaked in {text[:500]!r}"
 
     def scan(self) -> list[tuple[str, list[str]]]:
-        return [(where, found) for where, text in self.seen if (found := leaks(text))]
+        return [(where, found) for where, text in self.seen if (found := leak_markers_in(text))]
 
 
 LEAK_LOG = LeakLog()
@@ -63,13 +47,6 @@ def assert_no_leaks() -> None:
         pytest.skip("no responses were collected in this run")
     leaked = LEAK_LOG.scan()
     assert leaked == [], leaked[:20]
-
-
-def leaks(text: str) -> list[str]:
-    """The leak markers found in `text` (empty when it is clean)."""
-    found = [marker for marker in LEAK_MARKERS if marker in text]
-    found += EXCEPTION_NAME.findall(text)
-    return found
 
 
 @dataclass

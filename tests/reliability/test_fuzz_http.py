@@ -15,7 +15,7 @@ a playlist). About a quarter go out as raw bytes with a mutated request head, wh
 client would refuse to send.
 
 Invariants: no 5xx except 503 with a known code (`overloaded`, `model_not_ready`); every
-request answered within the client timeout (no hangs); no leak (see `http_support.leaks`);
+request answered within the client timeout (no hangs); no leak (see `tests.support.leaks`);
 the canary file in the server's working directory never opened and no socket but its
 listener's (inotify and psutil, for the whole run);
 the server transcribes a real clip correctly afterwards; RSS and open file descriptors bounded.
@@ -54,10 +54,11 @@ from ..container_payloads import (
     mp4_with_external_audio,
     text_payloads,
 )
+from ..support.leaks import leak_markers_in
 from ..support.resources import rss_bytes
 from ..support.sidecar import SidecarProcess
 from ..support.speech import clip, read_pcm16
-from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes, leaks
+from .http_support import LEAK_LOG, assert_no_leaks, assert_transcribes
 from .resource_watch import ResourceWatch
 
 SEED = int(os.environ.get("FUZZ_SEED", "1126"))
@@ -493,7 +494,7 @@ def violations(outcome: Outcome) -> list[str]:
         code = error_code(outcome.body)
         if not (outcome.status == 503 and code in ALLOWED_503):
             found.append(f"status {outcome.status} code {code}")
-    if leaked := leaks(outcome.body):
+    if leaked := leak_markers_in(outcome.body):
         found.append(f"leaked {leaked}")
     if outcome.status is None and outcome.request.raw_head is None:
         found.append("no answer to a well-formed request")

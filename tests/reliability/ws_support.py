@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import struct
 import time
 import urllib.request
 from typing import Any
 
 from ..streaming_helpers import RawWebSocket
+from ..support.leaks import leak_markers_in
 from ..support.sidecar import SidecarProcess
 
 SERVER_TYPES = frozenset(
@@ -42,16 +42,10 @@ ERROR_CODES = frozenset(
 CLOSE_CODES = frozenset({1000, 1001, 1008, 1009, 1013})
 """Documented close codes: done, going away/idle, policy, too big, try again later."""
 
-# A stack trace, a server path or an exception class name must never reach a client.
-_INTERNALS = re.compile(
-    r"Traceback|File \"|\.py\b|/work/|site-packages|/usr/|/tmp/"
-    r"|\b[A-Z][A-Za-z]*(?:Error|Exception)\b"
-)
-
 
 def leaks_internals(text: str) -> bool:
     """True if `text` (an error message) shows anything of the server's insides."""
-    return _INTERNALS.search(text) is not None
+    return bool(leak_markers_in(text))
 
 
 def check_server_message(raw: str) -> dict[str, Any]:
