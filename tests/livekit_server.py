@@ -9,6 +9,7 @@ LiveKit's own install options (README, "See it in the playground").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,8 +18,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from .support.sidecar import free_port
 
@@ -158,3 +162,21 @@ class LocalLiveKitServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@contextlib.contextmanager
+def livekit_server_for_tests() -> Iterator[tuple[LiveKitServerInfo, LocalLiveKitServer | None]]:
+    """The server for a test session and, when this process started it, its handle (None for
+    one from LIVEKIT_*); skips the session with SKIP_REASON when there is neither."""
+    info = server_from_environment()
+    if info is not None:
+        yield info, None
+        return
+    binary = find_server_binary()
+    if binary is None:
+        pytest.skip(SKIP_REASON)
+    server = LocalLiveKitServer(binary).start()
+    try:
+        yield server.info, server
+    finally:
+        server.stop()

@@ -32,8 +32,8 @@ from ..agent_support import speech, worker_process_env
 from ..livekit_server import (
     SKIP_REASON,
     LiveKitServerInfo,
-    LocalLiveKitServer,
     find_server_binary,
+    livekit_server_for_tests,
     server_from_environment,
 )
 from ..support.sidecar import SidecarProcess
@@ -68,18 +68,8 @@ def missing_browser_pieces() -> str | None:
 @pytest.fixture(scope="session")
 def livekit_server() -> Iterator[LiveKitServerInfo]:
     """The server named by LIVEKIT_URL/KEY/SECRET, else `livekit-server --dev` on loopback."""
-    info = server_from_environment()
-    if info is not None:
+    with livekit_server_for_tests() as (info, _):
         yield info
-        return
-    binary = find_server_binary()
-    if binary is None:
-        pytest.skip(SKIP_REASON)
-    server = LocalLiveKitServer(binary).start()
-    try:
-        yield server.info
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

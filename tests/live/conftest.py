@@ -14,10 +14,9 @@ import pytest
 from livekit import api
 
 from ..livekit_server import (
-    SKIP_REASON,
     LiveKitServerInfo,
     LocalLiveKitServer,
-    find_server_binary,
+    livekit_server_for_tests,
     server_from_environment,
 )
 from ..support.sidecar import SidecarProcess
@@ -33,15 +32,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def livekit_local() -> Iterator[LocalLiveKitServer | None]:
     """The server started here (None when one from the environment is used)."""
-    if server_from_environment() is not None:
-        yield None
-        return
-    binary = find_server_binary()
-    if binary is None:
-        pytest.skip(SKIP_REASON)
-    server = LocalLiveKitServer(binary).start()
-    yield server
-    server.stop()
+    with livekit_server_for_tests() as (_, local):
+        yield local
 
 
 @pytest.fixture(scope="session")
