@@ -103,15 +103,18 @@ def wav_bytes(audio: np.ndarray) -> bytes:
 
 
 async def batch(
-    http: aiohttp.ClientSession, base: str, samples: list[Sample]
+    http: aiohttp.ClientSession, base: str, samples: list[Sample], *, given: bool = False
 ) -> list[tuple[Sample, str, str, float]]:
-    """(sample, text, detected language, seconds) per sample, one request at a time."""
+    """(sample, text, detected language, seconds) per sample, one request at a time; `given`
+    sends each sample's language instead of leaving it to detection."""
     out = []
     for s in samples:
         form = aiohttp.FormData()
         form.add_field("file", wav_bytes(s.audio), filename="clip.wav", content_type="audio/wav")
         form.add_field("model", "whisper-1")
         form.add_field("response_format", "verbose_json")
+        if given:
+            form.add_field("language", s.language)
         started = time.monotonic()
         async with http.post(base + "/v1/audio/transcriptions", data=form) as r:
             body = await r.json()
@@ -180,6 +183,9 @@ async def bench_model(
                     f"{model_size_mib(model):.0f} MiB on disk"
                 )
                 report_batch("batch (language omitted):", await batch(http, sidecar.url, recorded))
+                if not english_only:
+                    rows = await batch(http, sidecar.url, recorded, given=True)
+                    report_batch("batch, language given (what detection costs):", rows)
                 if synthetic and not english_only:
                     with tempfile.TemporaryDirectory() as work:
                         rows = await batch(http, sidecar.url, synthetic_samples(Path(work)))

@@ -15,9 +15,11 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
+from livekit.plugins import custom_stt
 
 from stt_sidecar.replay import replay
 
+from .plugin_support import Collected, collect, feed, frames_10ms
 from .streaming_helpers import resample_int16
 from .support.sidecar import SidecarProcess
 from .support.speech import clip, multilingual_clip, normalize, normalize_any, read_pcm16, wer
@@ -95,18 +97,25 @@ async def test_batch_detects_and_transcribes_other_languages(
     assert words <= set(normalize_any(body["text"], speech.language).split()), body["text"]
 
 
-async def test_a_stream_detects_each_utterance_language(base_sidecar: SidecarProcess) -> None:
-    # one speaker switching language between sentences, language left to detection
-    names = ("es_conf-invalid.wav", "fr_vm-mailboxfull.wav", "goforward.wav")
-    result = await replay(
-        base_sidecar.ws_url,
-        _stream_audio(*names),
-        16000,
-        speed=0,
-        config={"language": None, "interim_results": False},
+async def test_the_plugin_reports_each_utterance_language(base_sidecar: SidecarProcess) -> None:
+    # one speaker switching language between sentences, language left to detection: each
+    # final's SpeechData.language (what the worker publishes) is the language of that sentence
+    engine = custom_stt.STT(
+        base_url=base_sidecar.url, api_key=None, language="multi", interim_results=False
     )
-    assert [f["language"] for f in result.finals] == ["es", "fr", "en"], result.finals
-    spanish, french, english = (f["text"] for f in result.finals)
+    stream = engine.stream()
+    out = Collected()
+    reader = asyncio.create_task(collect(stream, out))
+    audio = _stream_audio("es_conf-invalid.wav", "fr_vm-mailboxfull.wav", "goforward.wav")
+    async with asyncio.timeout(120):
+        await feed(stream, frames_10ms(audio.reshape(-1), rate=16000), speed=1000.0)
+        stream.end_input()
+        await reader
+    await stream.aclose()
+    await engine.aclose()
+    finals = [e.alternatives[0] for e in out.finals]
+    assert [f.language for f in finals] == ["es", "fr", "en"], finals
+    spanish, french, english = (f.text for f in finals)
     assert "conferencia" in normalize_any(spanish, "es").split()
     assert "messages" in normalize_any(french, "fr").split()
     assert wer(clip("goforward.wav").text, english) <= 0.2, english
