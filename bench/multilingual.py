@@ -234,11 +234,19 @@ async def bench_model(
                             row["refs"].append(sample.text)
                             row["hyps"].append(" ".join(f["text"] for f in finals))
                             if not finals:
-                                row["lost"].append(1)
+                                row["lost"].append(sample.name)
                                 continue
                             arrived = max(received[id(f)] for f in finals)
                             row["latency"].append(arrived - place["speech_end"])
                             row["right"] += [f["language"] == sample.language for f in finals]
+                    outside = [
+                        f["text"] for r in results for f in assign_finals(r.finals, places)[-1]
+                    ]
+                    if outside or any(row["lost"] for row in per_language_rows.values()):
+                        lost = sorted(
+                            {n for row in per_language_rows.values() for n in row["lost"]}
+                        )
+                        print(f"  lost: {lost}; finals outside every clip: {outside}")
                     for language, row in sorted(per_language_rows.items()):
                         print(
                             f"  {n:>7} {language:<5} "
