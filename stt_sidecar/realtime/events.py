@@ -122,19 +122,22 @@ def decode_audio(event: dict[str, Any], *, max_bytes: int, sample_bytes: int) ->
     audio = event.get("audio")
     if not isinstance(audio, str):
         raise RealtimeError(INVALID_VALUE, "'audio' must be a base64 string.", param="audio")
+    too_large = RealtimeError(
+        APPEND_TOO_LARGE,
+        f"One append may carry at most {max_bytes} bytes of audio; send smaller chunks.",
+        param="audio",
+    )
     # base64 is 4 characters per 3 bytes: refuse before decoding anything oversized
     if len(audio) > (max_bytes + 2) // 3 * 4:
-        raise RealtimeError(
-            APPEND_TOO_LARGE,
-            f"One append may carry at most {max_bytes} bytes of audio; send smaller chunks.",
-            param="audio",
-        )
+        raise too_large
     try:
         data = base64.b64decode(audio, validate=True)
     except (binascii.Error, ValueError):
         raise RealtimeError(
             INVALID_VALUE, "'audio' is not valid base64-encoded audio.", param="audio"
         ) from None
+    if len(data) > max_bytes:
+        raise too_large
     if len(data) % sample_bytes:
         raise RealtimeError(INVALID_VALUE, "'audio' must hold whole 16-bit samples.", param="audio")
     return data
