@@ -281,7 +281,7 @@ class _RealtimeSession:
             )
         self.uncommitted_s = 0.0
         session = self._stream_session()
-        session.flush()
+        self.translator.commit_requested(session.flush())
         return await self._within_backlog(session)
 
     async def _within_backlog(self, session: StreamSession) -> bool:

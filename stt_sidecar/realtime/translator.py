@@ -18,6 +18,7 @@ detection) `committed` comes with the transcript rather than at once.
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 from collections.abc import Callable
@@ -104,13 +105,18 @@ class EventTranslator:
         self._offset = 0.0  # seconds of session audio before the current stream session
         self._items: dict[int, _Item] = {}  # by the stream session's utterance id
         self._previous_item: str | None = None
-        self._committed_since_commit = False
+        # per client commit, in order: whether it closed an utterance (else its item is empty)
+        self._commits: collections.deque[bool] = collections.deque()
 
     def begin(self, *, offset_s: float, manual: bool) -> None:
         """A new stream session starts (its times restart at 0, its utterance ids at 1)."""
         self._offset = offset_s
         self._manual = manual
         self._items.clear()
+
+    def commit_requested(self, closes_utterance: bool) -> None:
+        """A client commit went to the stream session; its `flushed` will follow."""
+        self._commits.append(closes_utterance)
 
     def translate(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         kind = message["type"]
@@ -142,12 +148,10 @@ class EventTranslator:
                 item.failed = True
             return []
         if kind == "flushed":  # a client commit is through
-            events = []
-            if not self._committed_since_commit:
+            if self._commits and not self._commits.popleft():
                 events = self._commit(self._new_item_id(), self._offset, self._offset)
-                events.append(self._completed(events[-1]["item_id"], "", 0.0, []))
-            self._committed_since_commit = False
-            return events
+                return [*events, self._completed(events[-1]["item_id"], "", 0.0, [])]
+            return []
         if kind == CLEARED:
             self._items.clear()
             return [server_event(CLEARED)]
@@ -172,7 +176,6 @@ class EventTranslator:
             )
         )
         self._previous_item = item_id
-        self._committed_since_commit = True
         return events
 
     def _complete(

@@ -349,10 +349,13 @@ class StreamSession:
         self._utterance.probs = list(remaining)
 
     # -- control messages ------------------------------------------------------------------
-    def flush(self) -> None:
-        """Finalize what has been said so far, then `flushed`."""
+    def flush(self) -> bool:
+        """Finalize what has been said so far, then `flushed`. True if an utterance was open
+        (its final comes before `flushed`)."""
+        was_open = self._utterance is not None
         self._finalize_now()
         self._push(protocol.flushed())
+        return was_open
 
     def clear(self, message: dict[str, Any]) -> None:
         """Drop the utterance in progress and the audio held, with no final; then `message`."""

@@ -322,13 +322,15 @@ def test_server_vad_items_in_order_and_deltas_concatenate_to_the_transcript() ->
 def test_client_commits_without_turn_detection() -> None:
     t = EventTranslator(ids())
     t.begin(offset_s=0.0, manual=True)
+    t.commit_requested(True)
+    t.commit_requested(False)  # a commit whose audio held no utterance
     out = []
     for message in [
         protocol.speech_started(1, 0.0),
         final(1, "hello there"),
         protocol.speech_ended(1, 2.0),
         protocol.flushed(),
-        protocol.flushed(),  # a commit whose audio held no utterance
+        protocol.flushed(),
     ]:
         out.extend(t.translate(message))
     assert types(out) == [
