@@ -79,10 +79,13 @@ def as_stream_result(events: list[tuple[dict[str, Any], float]]) -> ReplayResult
     return result
 
 
-def _all_completed(events: list[dict[str, Any]]) -> bool:
-    kinds = [e["type"] for e in events]
-    done = kinds.count(f"{TRANSCRIPTION}.completed") + kinds.count(f"{TRANSCRIPTION}.failed")
-    return kinds.count("input_audio_buffer.speech_started") == done
+def _commit_answered(events: list[dict[str, Any]]) -> bool:
+    """Whether the trailing commit's item is completed: the item no speech_started announced
+    (the silence after the last endpoint), which comes after every other event."""
+    spoken = {e["item_id"] for e in events if e["type"] == "input_audio_buffer.speech_started"}
+    return any(
+        e["type"] == f"{TRANSCRIPTION}.completed" and e["item_id"] not in spoken for e in events
+    )
 
 
 async def replay_realtime(
@@ -96,11 +99,14 @@ async def replay_realtime(
     session: aiohttp.ClientSession | None = None,
     tail_s: float = 1.5,
     timeout: float = 120.0,
+    transcription: dict[str, Any] | None = None,
 ) -> list[tuple[dict[str, Any], float]]:
-    """Stream 1-D 16 kHz int16 audio over `/v1/realtime` (current session shape) and return
-    every server event with its arrival time (seconds since the first audio was sent).
+    """Stream 1-D 16 kHz int16 audio over `/v1/realtime` (current session shape, with
+    `transcription` fields added) and return every server event with its arrival time
+    (seconds since the first audio was sent).
 
-    Ends after the audio and `tail_s` of silence, once every committed item is completed."""
+    After the audio and `tail_s` of silence (longer than the endpoint), a commit: its empty
+    item is the last event, whatever the pace."""
     data, rate, width = encode_for(fmt, audio16k)
     data += bytes(width * int(rate * tail_s)) if fmt == "pcm16" else b"\xff" * int(rate * tail_s)
     fmt_type = {"pcm16": {"type": "audio/pcm", "rate": 24000}, "g711_ulaw": {"type": "audio/pcmu"}}
@@ -108,7 +114,12 @@ async def replay_realtime(
         "type": "session.update",
         "session": {
             "type": "transcription",
-            "audio": {"input": {"format": fmt_type[fmt], "transcription": {"language": "en"}}},
+            "audio": {
+                "input": {
+                    "format": fmt_type[fmt],
+                    "transcription": {"language": "en", **(transcription or {})},
+                }
+            },
         },
     }
     url = base_url.replace("http", "ws", 1).rstrip("/") + "/v1/realtime?intent=transcription"
@@ -127,7 +138,7 @@ async def replay_realtime(
                 async for msg in ws:
                     if msg.type == aiohttp.WSMsgType.TEXT:
                         events.append((json.loads(msg.data), time.monotonic() - t0))
-                        if sent_all and _all_completed([e for e, _ in events]):
+                        if sent_all and _commit_answered([e for e, _ in events]):
                             done.set()
 
             receiver = asyncio.create_task(receive())
@@ -137,8 +148,9 @@ async def replay_realtime(
                 if speed > 0:
                     due = t0 + (i + step) / width / rate / speed
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await ws.send_str(json.dumps({"type": "input_audio_buffer.commit"}))
             sent_all = True
-            if _all_completed([e for e, _ in events]):
+            if _commit_answered([e for e, _ in events]):
                 done.set()
             async with asyncio.timeout(timeout):
                 await done.wait()

@@ -415,3 +415,33 @@ async def test_manual_endpointing_waits_for_the_commit() -> None:
         "final",
     ]
     assert got[0]["start"] == 0.0  # the utterance starts with the audio, speech or not
+
+
+# -- keywords on /v1/stream and in the plugin --------------------------------------------
+def test_stream_config_takes_bounded_keywords() -> None:
+    config = protocol.parse_config(
+        '{"type": "config", "keywords": ["Nguyen", " Kubernetes "]}', languages=EN
+    )
+    assert config.keywords == ("Nguyen", "Kubernetes")
+    from stt_sidecar.streaming.transcripts import final_options, interim_options
+
+    assert final_options(config)["hotwords"] == interim_options(config)["hotwords"]
+    assert final_options(config)["hotwords"] == "Nguyen, Kubernetes"
+    assert final_options(protocol.StreamConfig())["hotwords"] is None
+    for bad in ['"Nguyen"', '[""]', "[1]", '["x"]'.replace("x", "y" * 51), str(["a"] * 51)]:
+        with pytest.raises(protocol.ProtocolViolation) as caught:
+            protocol.parse_config(
+                '{"type": "config", "keywords": ' + bad.replace("'", '"') + "}", languages=EN
+            )
+        assert caught.value.code == protocol.INVALID_CONFIG
+
+
+def test_plugin_sends_keywords_only_when_given() -> None:
+    from livekit.plugins.custom_stt._protocol import config_message
+
+    plain = config_message(language="en", task="transcribe", interim_results=True, prompt=None)
+    assert "keywords" not in plain  # a sidecar from before keywords still takes the config
+    hinted = config_message(
+        language="en", task="transcribe", interim_results=True, prompt=None, keywords=("A",)
+    )
+    assert hinted["keywords"] == ["A"]
