@@ -143,7 +143,6 @@ class _RealtimeSession:
         self.send = make_sender(conn.ws)
         self.translator = EventTranslator(events.item_id)
         self.audio_s = 0.0  # session audio so far (item times count from its start)
-        self.session_start_s = 0.0
         self.uncommitted_s = 0.0
 
     def _render(self, *, beta: bool) -> dict[str, Any]:
@@ -264,10 +263,10 @@ class _RealtimeSession:
         data = events.decode_audio(
             event, max_bytes=MAX_APPEND_BYTES, sample_bytes=fmt.bytes_per_sample
         )
+        session = self._stream_session()  # before counting: item times start at its start
         seconds = len(data) / fmt.bytes_per_sample / fmt.sample_rate
         self.audio_s += seconds
         self.uncommitted_s += seconds
-        session = self._stream_session()
         session.feed(fmt.to_pcm16(data))
         return await self._within_backlog(session)
 

@@ -149,8 +149,9 @@ class EventTranslator:
             return []
         if kind == "flushed":  # a client commit is through
             if self._commits and not self._commits.popleft():
-                events = self._commit(self._new_item_id(), self._offset, self._offset)
-                return [*events, self._completed(events[-1]["item_id"], "", 0.0, [])]
+                item_id = self._new_item_id()
+                events = self._commit(item_id, self._offset, spoken=False)
+                return [*events, self._completed(item_id, "", 0.0, [])]
             return []
         if kind == CLEARED:
             self._items.clear()
@@ -160,9 +161,9 @@ class EventTranslator:
     def _delta(self, item_id: str, delta: str) -> dict[str, Any]:
         return server_event(f"{TRANSCRIPTION}.delta", item_id=item_id, content_index=0, delta=delta)
 
-    def _commit(self, item_id: str, start: float, end: float) -> list[dict[str, Any]]:
+    def _commit(self, item_id: str, end: float, *, spoken: bool = True) -> list[dict[str, Any]]:
         events = []
-        if not self._manual:
+        if spoken and not self._manual:  # an item the VAD saw start also stops
             events.append(
                 server_event(
                     "input_audio_buffer.speech_stopped", audio_end_ms=ms(end), item_id=item_id
@@ -189,7 +190,7 @@ class EventTranslator:
     ) -> list[dict[str, Any]]:
         self._items = {uid: held for uid, held in self._items.items() if held is not item}
         end = self._offset + end_s
-        events = self._commit(item.id, item.start, end)
+        events = self._commit(item.id, end)
         if failed:
             events.append(
                 server_event(

@@ -140,6 +140,7 @@ async def replay_realtime(
                         events.append((json.loads(msg.data), time.monotonic() - t0))
                         if sent_all and _commit_answered([e for e, _ in events]):
                             done.set()
+                done.set()  # closed by the server (e.g. its idle timeout): nothing more comes
 
             receiver = asyncio.create_task(receive())
             for i in range(0, len(data), step):

@@ -317,6 +317,11 @@ def test_server_vad_items_in_order_and_deltas_concatenate_to_the_transcript() ->
     assert completed["usage"] == {"type": "duration", "seconds": 1.0}
     assert [p["token"] for p in completed["logprobs"]][:2] == ["Had", " he"]
     assert out[9]["previous_item_id"] == "item_1" and out[10]["transcript"] == ""
+    # a client commit that closed no speech: an empty item, with no speech_stopped
+    t.commit_requested(False)
+    empty = t.translate(protocol.flushed())
+    assert types(empty) == ["input_audio_buffer.committed", "completed"]
+    assert empty[0]["previous_item_id"] == "item_2" and empty[1]["transcript"] == ""
 
 
 def test_client_commits_without_turn_detection() -> None:
