@@ -262,7 +262,8 @@ def apply_update(
 
 def _format(value: Any, param: str) -> InputFormat:
     f = _object(value, param, {"type", "rate"})
-    fmt = BY_TYPE.get(f.get("type") or "audio/pcm")
+    kind = f.get("type") or "audio/pcm"
+    fmt = BY_TYPE.get(kind) if isinstance(kind, str) else None
     if fmt is None:
         raise RealtimeError(
             INVALID_VALUE,

@@ -450,3 +450,78 @@ def test_plugin_sends_keywords_only_when_given() -> None:
         language="en", task="transcribe", interim_results=True, prompt=None, keywords=("A",)
     )
     assert hinted["keywords"] == ["A"]
+
+
+# -- hostile input: only RealtimeError, whatever the shape -------------------------------
+def _random_value(rng: np.random.Generator, depth: int = 0) -> Any:
+    kinds = ["none", "bool", "int", "float", "str", "list", "dict"]
+    kind = kinds[int(rng.integers(len(kinds) if depth < 3 else 5))]
+    keys = ["type", "audio", "input", "format", "transcription", "turn_detection", "rate",
+            "model", "language", "languages", "prompt", "keywords", "threshold", "include",
+            "prefix_padding_ms", "silence_duration_ms", "input_audio_format", "session",
+            "input_audio_transcription", "x"]  # fmt: skip
+    values = ["transcription", "audio/pcm", "audio/pcmu", "server_vad", "semantic_vad", "en",
+              "whisper-1", "pcm16", "g711_ulaw", "realtime", "", "zz"]  # fmt: skip
+    if kind == "none":
+        return None
+    if kind == "bool":
+        return bool(rng.integers(2))
+    if kind == "int":
+        return int(rng.choice([-1, 0, 1, 300, 24000, 10**12]))
+    if kind == "float":
+        return float(rng.choice([0.5, -0.1, 1e308, 0.0]))
+    if kind == "str":
+        return str(rng.choice(values))
+    if kind == "list":
+        return [_random_value(rng, depth + 1) for _ in range(int(rng.integers(3)))]
+    return {
+        str(rng.choice(keys)): _random_value(rng, depth + 1) for _ in range(int(rng.integers(4)))
+    }
+
+
+CURRENT = {
+    "type": "transcription",
+    "include": ["item.input_audio_transcription.logprobs"],
+    "audio": {
+        "input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "transcription": {"model": "whisper-1", "language": "en", "prompt": "p",
+                              "keywords": ["k"], "languages": ["en"]},
+            "turn_detection": {"type": "server_vad", "threshold": 0.5,
+                               "prefix_padding_ms": 300, "silence_duration_ms": 500},
+        }
+    },
+}  # fmt: skip
+BETA = {
+    "input_audio_format": "pcm16",
+    "input_audio_transcription": {"model": "whisper-1", "language": "en", "prompt": "p"},
+    "turn_detection": {"type": "server_vad", "threshold": 0.5},
+    "include": [],
+}
+
+
+def _mutate(value: Any, rng: np.random.Generator) -> Any:
+    """A copy of `value` with some leaves (or whole branches) replaced by random values."""
+    if rng.random() < 0.15:
+        return _random_value(rng, 2)
+    if isinstance(value, dict):
+        return {k: _mutate(v, rng) for k, v in value.items() if rng.random() > 0.1}
+    if isinstance(value, list):
+        return [_mutate(v, rng) for v in value]
+    return value
+
+
+def test_random_session_updates_only_raise_realtime_errors() -> None:
+    rng = np.random.default_rng(13)
+    for i in range(3000):
+        kind = "session.update" if i % 2 else "transcription_session.update"
+        shape = BETA if kind.startswith("transcription_session") else CURRENT
+        session = _mutate(shape, rng) if i % 3 else _random_value(rng)
+        event = {"type": kind, "session": session}
+        try:
+            config = apply_update(RealtimeConfig(), event, languages=MULTI, served="base")
+        except RealtimeError:
+            continue
+        render(config, session_id="s", served="base", endpoint_silence_ms=450, beta=i % 2 == 0)
+        config.stream_config()
+        config.endpointing()
