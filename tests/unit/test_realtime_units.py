@@ -525,3 +525,40 @@ def test_random_session_updates_only_raise_realtime_errors() -> None:
         render(config, session_id="s", served="base", endpoint_silence_ms=450, beta=i % 2 == 0)
         config.stream_config()
         config.endpointing()
+
+
+async def test_clear_drops_the_utterance_in_progress() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    session = StreamSession(
+        "s1",
+        protocol.StreamConfig(interim_results=False),
+        scheduler=FakeScheduler(),
+        settings=SidecarSettings(),
+        metrics=SidecarMetrics(),
+        send=send,
+        vad=LoudnessVAD(),
+    )
+
+    def feed(audio: np.ndarray) -> None:
+        data = (audio * 32768).astype("<i2")
+        for begin in range(0, data.size, FRAME):
+            session.feed(data[begin : begin + FRAME].tobytes())
+
+    # mid-utterance, on a VAD window boundary (the VAD may still hold up to 31 ms of audio
+    # from before a clear, which can start the next utterance at the clear point)
+    feed(np.concatenate([pcm(0.512, 0), pcm(1.024, SPEECH)]))
+    session.clear({"type": "input_audio_buffer.cleared"})
+    feed(np.concatenate([pcm(0.5, 0), pcm(1, SPEECH), pcm(1, 0)]))
+    await session.finish(None)
+    assert [m["type"] for m in sent] == [
+        "speech_started",
+        "input_audio_buffer.cleared",
+        "speech_started",
+        "final",
+        "speech_ended",
+    ]
+    assert sent[2]["utterance_id"] == 2 and sent[3]["utterance_id"] == 2
