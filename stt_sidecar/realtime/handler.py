@@ -97,6 +97,8 @@ async def realtime_handler(request: web.Request) -> web.StreamResponse:
     state.metrics.streams_opened.labels(protocol=PROTOCOL).inc()
     try:
         await _RealtimeSession(conn, state).serve()
+    except SlowConsumer:  # an event of ours (not the session's) could not be delivered
+        await _fail(conn, state, _slow_consumer(), WSCloseCode.POLICY_VIOLATION)
     except ConnectionError:
         logger.info("realtime session ended by client (connection lost)")
     except Exception:
@@ -116,6 +118,10 @@ async def realtime_handler(request: web.Request) -> web.StreamResponse:
         if conn.session is not None and not conn.closing:
             await conn.session.aclose()
     return ws
+
+
+def _slow_consumer() -> RealtimeError:
+    return RealtimeError(events.SLOW_CONSUMER, "Events are not being read.")
 
 
 async def _fail(
@@ -287,12 +293,7 @@ class _RealtimeSession:
         try:
             await session.wait_for_backlog()
         except SlowConsumer:
-            await _fail(
-                self.conn,
-                self.state,
-                RealtimeError(events.SLOW_CONSUMER, "Events are not being read."),
-                WSCloseCode.POLICY_VIOLATION,
-            )
+            await _fail(self.conn, self.state, _slow_consumer(), WSCloseCode.POLICY_VIOLATION)
             return False
         return True
 

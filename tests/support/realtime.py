@@ -79,7 +79,7 @@ def as_stream_result(events: list[tuple[dict[str, Any], float]]) -> ReplayResult
     return result
 
 
-def _commit_answered(events: list[dict[str, Any]]) -> bool:
+def commit_answered(events: list[dict[str, Any]]) -> bool:
     """Whether the trailing commit's item is completed: the item no speech_started announced
     (the silence after the last endpoint), which comes after every other event."""
     spoken = {e["item_id"] for e in events if e["type"] == "input_audio_buffer.speech_started"}
@@ -138,7 +138,7 @@ async def replay_realtime(
                 async for msg in ws:
                     if msg.type == aiohttp.WSMsgType.TEXT:
                         events.append((json.loads(msg.data), time.monotonic() - t0))
-                        if sent_all and _commit_answered([e for e, _ in events]):
+                        if sent_all and commit_answered([e for e, _ in events]):
                             done.set()
                 done.set()  # closed by the server (e.g. its idle timeout): nothing more comes
 
@@ -151,7 +151,7 @@ async def replay_realtime(
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
             await ws.send_str(json.dumps({"type": "input_audio_buffer.commit"}))
             sent_all = True
-            if _commit_answered([e for e, _ in events]):
+            if commit_answered([e for e, _ in events]):
                 done.set()
             async with asyncio.timeout(timeout):
                 await done.wait()
