@@ -145,3 +145,15 @@ async def test_one_stream_budget_for_both_protocols(
     finally:
         for ws in held:
             await ws.close()
+
+
+async def test_a_silent_connection_loses_its_slot(
+    sidecar: SidecarProcess, http: aiohttp.ClientSession
+) -> None:
+    """No event within STT_CONFIG_TIMEOUT_S (3 s on the shared sidecar): config_timeout, 1008."""
+    async with http.ws_connect(realtime_url(sidecar)) as ws:
+        await next_event(ws, "session.created")
+        error = (await next_event(ws, "error"))["error"]
+        assert error["code"] == "config_timeout"
+        closing = await ws.receive(timeout=10)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008

@@ -177,15 +177,14 @@ class _RealtimeSession:
                 if conn.closing:
                     continue
                 if first_deadline is not None:
-                    code, why = (
-                        events.CONFIG_TIMEOUT,
-                        (f"No event within {settings.config_timeout_s:g} s of opening."),
-                    )
+                    why = f"No event within {settings.config_timeout_s:g} s of opening."
+                    error = RealtimeError(events.CONFIG_TIMEOUT, why)
                     close_code = WSCloseCode.POLICY_VIOLATION
                 else:
-                    code, why = events.IDLE_TIMEOUT, f"No event for {settings.idle_timeout_s:g} s."
+                    why = f"No event for {settings.idle_timeout_s:g} s."
+                    error = RealtimeError(events.IDLE_TIMEOUT, why)
                     close_code = WSCloseCode.GOING_AWAY
-                await _fail(conn, self.state, RealtimeError(code, why), close_code)
+                await _fail(conn, self.state, error, close_code)
                 return
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 return  # closed by the client (or by the shutdown path)
