@@ -15,6 +15,10 @@ utterance to the batch endpoint, one at a time):
 - WER against the references, and against batch transcripts of the same utterances
 - utterances lost (no final), interims sent and dropped
 - sidecar CPU seconds per second of audio, and its peak RSS
+
+`--protocol realtime` runs every N twice in the same run, over `/v1/stream` and then over
+`/v1/realtime` (OpenAI's Realtime transcription: 24 kHz PCM in base64 appends, events mapped
+back to finals; "interims" counts deltas), so the two protocols' rows sit side by side.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import psutil
 import soundfile
 
 from stt_sidecar.replay import ReplayResult, assign_finals, load_pcm16, replay
+from tests.support.realtime import as_stream_result, replay_realtime
 from tests.support.sidecar import SidecarProcess
 from tests.support.speech import wer  # the tests' normalisation, so figures match
 
@@ -171,20 +176,21 @@ async def run(args: argparse.Namespace) -> None:
                 f"p95 {pct(baseline, 95):.2f} s; batch WER {wer(refs, batch_hyps):.3f}"
             )
             header = (
-                f"{'streams':>7} {'final p50':>9} {'p95':>6} {'max':>6} {'1st-int p50':>11} "
-                f"{'p95':>6} {'WER':>6} {'vs batch':>8} {'lost':>5} {'extra':>5} "
-                f"{'interims':>8} {'dropped':>7} {'cpu/audio':>9} {'RSS MiB':>8}"
+                f"{'proto':>8} {'streams':>7} {'final p50':>9} {'p95':>6} {'max':>6} "
+                f"{'1st-int p50':>11} {'p95':>6} {'WER':>6} {'vs batch':>8} {'lost':>5} "
+                f"{'extra':>5} {'interims':>8} {'dropped':>7} {'cpu/audio':>9} {'RSS MiB':>8}"
             )
             print(header)
-            for n in args.streams:
+            protocols = ["stream", "realtime"] if args.protocol == "realtime" else ["stream"]
+            for n, proto in ((n, p) for n in args.streams for p in protocols):
                 dropped_before = await metric_value(
                     http, base, "stt_interims_dropped_total", headers
                 )
                 sampler = ResourceSampler(pid)
                 cpu_before = sampler.cpu_seconds()
                 with sampler:
-                    results = await asyncio.gather(
-                        *(
+                    if proto == "stream":
+                        runs = (
                             replay(
                                 ws_url,
                                 audio,
@@ -196,7 +202,22 @@ async def run(args: argparse.Namespace) -> None:
                             )
                             for _ in range(n)
                         )
-                    )
+                        results = await asyncio.gather(*runs)
+                    else:
+                        realtime_runs = (
+                            replay_realtime(
+                                base,
+                                audio[:, 0],
+                                speed=1.0,
+                                api_key=args.api_key,
+                                session=http,
+                                timeout=300,
+                            )
+                            for _ in range(n)
+                        )
+                        results = [
+                            as_stream_result(e) for e in await asyncio.gather(*realtime_runs)
+                        ]
                 cpu = sampler.cpu_seconds() - cpu_before
                 if args.show_decode_times:
                     async with http.get(base + "/metrics", headers=headers) as r:
@@ -219,7 +240,8 @@ async def run(args: argparse.Namespace) -> None:
                 all_refs = refs * n
                 hyps = [h for s in stats for h in s["hyps"]]
                 print(
-                    f"{n:>7} {pct(lat, 50):>8.2f}s {pct(lat, 95):>5.2f}s {max(lat):>5.2f}s "
+                    f"{proto:>8} {n:>7} {pct(lat, 50):>8.2f}s {pct(lat, 95):>5.2f}s "
+                    f"{max(lat):>5.2f}s "
                     f"{pct(first, 50):>10.2f}s {pct(first, 95):>5.2f}s "
                     f"{wer(all_refs, hyps):>6.3f} {wer(batch_hyps * n, hyps):>8.3f} "
                     f"{sum(s['lost'] for s in stats):>5} "
@@ -260,6 +282,12 @@ def main() -> None:
         help="endpoint silence assumed by the baseline (STT_ENDPOINT_SILENCE_MS)",
     )
     parser.add_argument("--show-decode-times", action="store_true")
+    parser.add_argument(
+        "--protocol",
+        choices=["stream", "realtime"],
+        default="stream",
+        help="realtime: also run each N over /v1/realtime, beside /v1/stream",
+    )
     add_sidecar_env_option(parser)
     asyncio.run(run(parser.parse_args()))
 

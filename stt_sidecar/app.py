@@ -29,6 +29,7 @@ from .model import (
     load_whisper_model,
     pick_device,
 )
+from .realtime.handler import add_realtime_routes
 from .scheduler import (
     DecodeScheduler,
     install_encoder_window,
@@ -138,6 +139,9 @@ async def metrics(request: web.Request) -> web.Response:
     if state.scheduler is not None:
         state.metrics.queue_depth.set(state.scheduler.queue_depth)
     state.metrics.active_streams.set(state.active_streams)
+    for protocol in ("stream", "realtime"):
+        count = sum(getattr(c, "protocol", "stream") == protocol for c in state.streams)
+        state.metrics.open_streams.labels(protocol=protocol).set(count)
     return web.Response(
         body=generate_latest(state.metrics.registry),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -163,4 +167,5 @@ def create_app(settings: SidecarSettings, source: ModelSource) -> web.Applicatio
     app.router.add_get("/metrics", metrics)
     add_batch_routes(app)
     add_streaming_routes(app)
+    add_realtime_routes(app)
     return app

@@ -22,6 +22,15 @@ class SidecarMetrics:
             "stt_batch_audio_seconds", "Seconds of audio transcribed by batch requests", registry=r
         )
         self.active_streams = Gauge("stt_active_streams", "Open streaming sessions", registry=r)
+        self.streams_opened = Counter(
+            "stt_streams_opened",
+            "Streams admitted, by protocol (stream: /v1/stream, realtime: /v1/realtime)",
+            ["protocol"],
+            registry=r,
+        )
+        self.open_streams = Gauge(
+            "stt_open_streams", "Open streaming sessions by protocol", ["protocol"], registry=r
+        )
         self.rejected_streams = Counter(
             "stt_rejected_streams",
             "Streams refused because STT_MAX_STREAMS was reached",

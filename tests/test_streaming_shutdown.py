@@ -1,8 +1,10 @@
-"""SIGTERM while streams are mid-utterance: finals first, then close 1001, exit 0."""
+"""SIGTERM while streams (/v1/stream and /v1/realtime) are mid-utterance: finals first, then
+close 1001, exit 0."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 
@@ -10,6 +12,7 @@ import aiohttp
 
 from stt_sidecar.replay import load_pcm16
 
+from .support.realtime import encode_for
 from .support.sidecar import SidecarProcess
 from .support.speech import clip
 
@@ -25,10 +28,18 @@ async def test_sigterm_finalizes_open_utterances_then_exits_cleanly() -> None:
                 await ws.send_str(json.dumps({"type": "config", "sample_rate": rate}))
                 assert (await ws.receive_json(timeout=10))["type"] == "ready"
                 sockets.append(ws)
+            realtime = await http.ws_connect(
+                sidecar.url.replace("http", "ws", 1) + "/v1/realtime?intent=transcription"
+            )
+            pcm24k = encode_for("pcm16", audio[:, 0])[0]
             # 4 s of "and mister john dashwood had then leisure to consider ..." in real time
             for i in range(0, 4 * rate, 320):
                 for ws in sockets:
                     await ws.send_bytes(audio[i : i + 320].tobytes())
+                chunk = base64.b64encode(pcm24k[i * 3 : (i + 320) * 3]).decode()
+                await realtime.send_str(
+                    json.dumps({"type": "input_audio_buffer.append", "audio": chunk})
+                )
                 await asyncio.sleep(0.02)
             started = time.monotonic()
             sidecar.proc.terminate()  # SIGTERM
@@ -55,13 +66,22 @@ async def test_sigterm_finalizes_open_utterances_then_exits_cleanly() -> None:
             # Read both at once: the server waits 2 s for each close handshake, and a socket
             # left unread that long sees its close reply fail, which aiohttp reports as 1006.
             talkers = [asyncio.create_task(keep_talking(ws)) for ws in sockets]
-            everything = await asyncio.gather(*(read_to_end(ws) for ws in sockets))
+            *everything, realtime_events = await asyncio.gather(
+                *(read_to_end(ws) for ws in [*sockets, realtime])
+            )
             await asyncio.gather(*talkers)
             for ws, messages in zip(sockets, everything, strict=True):
                 finals = [m for m in messages if m["type"] == "final"]
                 assert finals, messages
                 assert "dashwood" in " ".join(f["text"] for f in finals).lower()
                 assert ws.close_code == 1001
+            completed = [
+                e
+                for e in realtime_events
+                if e["type"] == "conversation.item.input_audio_transcription.completed"
+            ]
+            assert "dashwood" in " ".join(e["transcript"] for e in completed).lower()
+            assert realtime.close_code == 1001
         code = await asyncio.to_thread(sidecar.proc.wait, 15)
         assert code == 0, sidecar.log()
         assert time.monotonic() - started < 8 + 5

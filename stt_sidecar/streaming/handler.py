@@ -92,6 +92,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         )
         return ws
     state.streams.add(conn)
+    state.metrics.streams_opened.labels(protocol="stream").inc()
     try:
         await _serve(conn, state)
     except ProtocolViolation as violation:

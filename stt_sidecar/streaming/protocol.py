@@ -18,6 +18,8 @@ from ..languages import LanguageRejected, Languages, TaskRejected
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
 MAX_PROMPT_CHARS = 1000
+MAX_KEYWORDS = 50
+MAX_KEYWORD_CHARS = 50
 MAX_FRAME_SECONDS = 1.0
 
 # Stable error codes (the plugin maps them to retryable or not).
@@ -32,7 +34,17 @@ GOING_AWAY = "going_away"
 INTERNAL = "internal"
 
 _CONFIG_KEYS = frozenset(
-    {"type", "language", "sample_rate", "encoding", "channels", "task", "interim_results", "prompt"}
+    {
+        "type",
+        "language",
+        "sample_rate",
+        "encoding",
+        "channels",
+        "task",
+        "interim_results",
+        "prompt",
+        "keywords",
+    }
 )
 
 
@@ -54,6 +66,7 @@ class StreamConfig:
     task: str = "transcribe"
     interim_results: bool = True
     prompt: str | None = None
+    keywords: tuple[str, ...] = ()  # faster-whisper `hotwords`: names and terms to expect
 
     @property
     def bytes_per_second(self) -> int:
@@ -128,6 +141,11 @@ def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
     if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS):
         raise bad("prompt", f"must be null or a string of at most {MAX_PROMPT_CHARS} characters")
 
+    try:
+        keywords = parse_keywords(message.get("keywords"))
+    except ValueError as exc:
+        raise bad("keywords", str(exc)) from None
+
     return StreamConfig(
         language=choice.language,
         allowed_languages=choice.allowed,
@@ -136,7 +154,28 @@ def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
         task=task,
         interim_results=interim_results,
         prompt=prompt or None,
+        keywords=keywords,
     )
+
+
+def parse_keywords(value: Any) -> tuple[str, ...]:
+    """A client's keyword list, bounded: null or a list of short non-empty strings.
+
+    Raises:
+        ValueError: the message says what is allowed.
+    """
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_KEYWORDS
+        or not all(isinstance(k, str) and 0 < len(k.strip()) <= MAX_KEYWORD_CHARS for k in value)
+    ):
+        raise ValueError(
+            f"must be null or a list of at most {MAX_KEYWORDS} non-empty strings of at most "
+            f"{MAX_KEYWORD_CHARS} characters"
+        )
+    return tuple(k.strip() for k in value)
 
 
 def _reject_constant(name: str) -> Any:

@@ -87,6 +87,20 @@ class SpeechProbabilities(Protocol):
     def process(self, audio: np.ndarray) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class EndpointingOverrides:
+    """Per-stream endpointing, for clients that choose it (OpenAI Realtime's `turn_detection`).
+
+    None keeps the server's value. `manual`: only the client ends an utterance (`flush`), never
+    silence; every audio frame then belongs to the open utterance.
+    """
+
+    onset: float | None = None  # VAD probability that starts an utterance
+    pre_roll_s: float | None = None  # audio kept before the onset
+    silence_ms: int | None = None  # silence that ends an utterance
+    manual: bool = False
+
+
 class SlowConsumer(Exception):
     """The client stopped reading: a send to it was blocked too long."""
 
@@ -130,6 +144,7 @@ class StreamSession:
         metrics: the app's metrics.
         send: coroutine function sending one JSON-able message to the client.
         vad: speech probabilities per `WINDOW`; Silero (`StreamingVAD`) unless given.
+        endpointing: the client's own endpointing choices, if any.
     """
 
     def __init__(
@@ -142,6 +157,7 @@ class StreamSession:
         metrics: SidecarMetrics,
         send: Callable[[dict[str, Any]], Any],
         vad: SpeechProbabilities | None = None,
+        endpointing: EndpointingOverrides | None = None,
     ) -> None:
         s = settings
         self.id = session_id
@@ -157,6 +173,7 @@ class StreamSession:
         self._interim_interval = int(s.interim_interval_ms / 1000 * SAMPLE_RATE)
         self._pre_roll = int(PRE_ROLL_S * SAMPLE_RATE)
         self._post_pad = int(POST_PAD_S * SAMPLE_RATE)
+        self._apply_overrides(endpointing or EndpointingOverrides())
         self._buffer = SampleBuffer(self._max_utterance + self._pre_roll + 2 * SAMPLE_RATE)
         self._vad_cursor = 0  # absolute sample index of the next VAD window
         self._next_utterance_id = 1
@@ -182,6 +199,18 @@ class StreamSession:
             self._interim_loop(), name=f"stream-{session_id}-interims"
         )
         self._speculations: set[asyncio.Task[Any]] = set()
+
+    def _apply_overrides(self, o: EndpointingOverrides) -> None:
+        self._onset = SPEECH_ONSET if o.onset is None else o.onset
+        self._continue = min(SPEECH_CONTINUE, self._onset * 0.7)  # keep the hysteresis
+        self._manual = o.manual
+        if o.pre_roll_s is not None:
+            self._pre_roll = int(o.pre_roll_s * SAMPLE_RATE)
+        if o.manual:
+            self._endpoint = 2**62  # silence never ends an utterance
+        elif o.silence_ms is not None:
+            self._endpoint = int(o.silence_ms / 1000 * SAMPLE_RATE)
+        self._speculative = min(int(SPECULATIVE_SILENCE_S * SAMPLE_RATE), self._endpoint)
 
     # -- input -----------------------------------------------------------------------------
     def feed(self, pcm: bytes) -> None:
@@ -209,11 +238,11 @@ class StreamSession:
         end = begin + WINDOW
         utterance = self._utterance
         if utterance is None:
-            if prob >= SPEECH_ONSET:
+            if prob >= self._onset or self._manual:
                 self._open_utterance(begin, max(self._buffer.start, begin - self._pre_roll))
             return
         utterance.probs.append(prob)
-        if prob >= SPEECH_CONTINUE:
+        if prob >= self._continue:
             utterance.last_speech_end = end
             utterance.last_speech_wall = time.monotonic()
             utterance.silence = 0
@@ -326,10 +355,24 @@ class StreamSession:
         self._utterance.probs = list(remaining)
 
     # -- control messages ------------------------------------------------------------------
-    def flush(self) -> None:
-        """Finalize what has been said so far, then `flushed`."""
+    def flush(self) -> bool:
+        """Finalize what has been said so far, then `flushed`. True if an utterance was open
+        (its final comes before `flushed`)."""
+        was_open = self._utterance is not None
         self._finalize_now()
         self._push(protocol.flushed())
+        return was_open
+
+    def clear(self, message: dict[str, Any]) -> None:
+        """Drop the utterance in progress and the audio held, with no final; then `message`."""
+        utterance, self._utterance = self._utterance, None
+        if utterance is not None:
+            for task in (utterance.speculation, self._interim_decode):
+                if task is not None:
+                    task.cancel()
+        self._interim = None
+        self._buffer.drop_before(self._buffer.end)
+        self._push(message)
 
     def _finalize_now(self) -> None:
         if self._utterance is not None:

@@ -37,7 +37,12 @@ def _streaming_options(
             task=config.task,
             word_timestamps=word_timestamps,
             initial_prompt=config.prompt,
-            extra={"vad_filter": False, "temperature": [0.0], **extra},
+            extra={
+                "vad_filter": False,
+                "temperature": [0.0],
+                "hotwords": ", ".join(config.keywords) or None,
+                **extra,
+            },
         )
     )
 

@@ -81,6 +81,7 @@ HTTP_ENDPOINTS = [
     ("POST", "/v1/audio/transcriptions"),
     ("POST", "/v1/audio/translations"),
     ("GET", "/v1/stream"),  # without the upgrade headers
+    ("GET", "/v1/realtime"),  # also takes the key as `openai-insecure-api-key.<key>`, only so
     ("GET", "/no/such/path"),  # 401, not 404: no route discovery without the key
 ]
 

@@ -67,10 +67,16 @@ def requested_language(language: str | Sequence[str] | None) -> str | None:
 
 
 def config_message(
-    *, language: str | Sequence[str] | None, task: str, interim_results: bool, prompt: str | None
+    *,
+    language: str | Sequence[str] | None,
+    task: str,
+    interim_results: bool,
+    prompt: str | None,
+    keywords: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The first message of a stream; exactly the keys the protocol defines."""
-    return {
+    """The first message of a stream; exactly the keys the protocol defines (`keywords` only
+    when there are some, so a sidecar from before them still takes the config)."""
+    message: dict[str, Any] = {
         "type": "config",
         "language": language_param(language),
         "sample_rate": SAMPLE_RATE,
@@ -80,6 +86,9 @@ def config_message(
         "interim_results": interim_results,
         "prompt": prompt,
     }
+    if keywords:
+        message["keywords"] = list(keywords)
+    return message
 
 
 def parse_message(msg: aiohttp.WSMessage, close_code: int | None) -> dict[str, Any] | None:

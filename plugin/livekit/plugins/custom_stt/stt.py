@@ -17,6 +17,7 @@ import json
 import os
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urlparse
@@ -78,6 +79,7 @@ class STTOptions:
         task: ``"transcribe"`` or ``"translate"`` (to English, multilingual models only).
         prompt: Text that biases decoding (names, jargon), or ``None``.
         model: The ``model`` form field of batch requests and the name metrics report.
+        keywords: Names and terms to expect (faster-whisper ``hotwords``), for streams.
     """
 
     base_url: str
@@ -87,6 +89,7 @@ class STTOptions:
     task: STTTasks | str
     prompt: str | None
     model: STTModels | str
+    keywords: tuple[str, ...] = ()
 
     def ws_url(self) -> str:
         """The streaming endpoint's URL (``ws``/``wss`` for ``http``/``https``)."""
@@ -105,6 +108,7 @@ class STTOptions:
             task=self.task,
             interim_results=self.interim_results,
             prompt=self.prompt,
+            keywords=self.keywords,
         )
 
 
@@ -124,6 +128,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         interim_results: bool = True,
         task: STTTasks | str = "transcribe",
         prompt: str | None = None,
+        keywords: Sequence[str] = (),
         model: STTModels | str = "whisper-1",
         http_session: aiohttp.ClientSession | None = None,
         conn_options: APIConnectOptions = DEFAULT_CONN_OPTIONS,
@@ -143,6 +148,10 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             interim_results: Ask streams for interim transcripts (default True).
             task: ``"transcribe"`` (default) or ``"translate"``.
             prompt: Optional text to bias decoding (default None).
+            keywords: Names and terms to expect, e.g. ``["Dashwood", "Norland"]``: they bias
+                streaming decodes (the sidecar passes them to faster-whisper as ``hotwords``;
+                at most 50, each at most 50 characters). Batch ``recognize`` sends ``prompt``
+                only: the transcriptions endpoint has no keywords field.
             model: The ``model`` field of batch requests and the name in metrics (default
                 ``"whisper-1"``, which OpenAI-compatible servers accept); the sidecar serves the
                 model it was started with.
@@ -182,6 +191,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             task=task,
             prompt=prompt,
             model=model,
+            keywords=tuple(keywords),
         )
         self._conn_options = conn_options
         self._max_replay_s = max_replay_s
@@ -335,6 +345,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         interim_results: NotGivenOr[bool] = NOT_GIVEN,
         task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
         prompt: NotGivenOr[str | None] = NOT_GIVEN,
+        keywords: NotGivenOr[Sequence[str]] = NOT_GIVEN,
     ) -> None:
         """Change options for later requests and for every live stream.
 
@@ -346,9 +357,14 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             interim_results: Whether to ask for interim transcripts.
             task: ``"transcribe"`` or ``"translate"``.
             prompt: Decoding prompt, or ``None`` to clear it.
+            keywords: Names and terms to expect in streams; empty to clear them.
         """
         changes = _given_changes(
-            language=language, interim_results=interim_results, task=task, prompt=prompt
+            language=language,
+            interim_results=interim_results,
+            task=task,
+            prompt=prompt,
+            keywords=tuple(keywords) if is_given(keywords) else NOT_GIVEN,
         )
         self._opts = dataclasses.replace(self._opts, **changes)
         if "interim_results" in changes:
@@ -419,6 +435,7 @@ class SpeechStream(stt.RecognizeStream):
         interim_results: NotGivenOr[bool] = NOT_GIVEN,
         task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
         prompt: NotGivenOr[str | None] = NOT_GIVEN,
+        keywords: NotGivenOr[Sequence[str]] = NOT_GIVEN,
     ) -> None:
         """Change this stream's options; reconnects (losslessly) only on a real change.
 
@@ -427,10 +444,15 @@ class SpeechStream(stt.RecognizeStream):
             interim_results: Whether to ask for interim transcripts.
             task: ``"transcribe"`` or ``"translate"``.
             prompt: Decoding prompt, or ``None`` to clear it.
+            keywords: Names and terms to expect; empty to clear them.
         """
         self._apply_changes(
             _given_changes(
-                language=language, interim_results=interim_results, task=task, prompt=prompt
+                language=language,
+                interim_results=interim_results,
+                task=task,
+                prompt=prompt,
+                keywords=tuple(keywords) if is_given(keywords) else NOT_GIVEN,
             )
         )
 
