@@ -288,8 +288,8 @@ def test_server_vad_items_in_order_and_deltas_concatenate_to_the_transcript() ->
     out = []
     for message in [
         protocol.speech_started(1, 1.0),
-        protocol.interim(1, "Had he married a", "Had he", 1.0, 1.5),
-        protocol.interim(1, "Had he married a more", "Had he married", 1.0, 1.8),
+        protocol.interim(1, "Had he married a", "Had he", 1.0, 1.5, "en"),
+        protocol.interim(1, "Had he married a more", "Had he married", 1.0, 1.8, "en"),
         final(1, "Had he married a more amiable woman."),
         protocol.speech_ended(1, 2.2),
         protocol.speech_started(2, 3.0),
