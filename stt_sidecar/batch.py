@@ -34,6 +34,7 @@ from .config import parse_bool
 from .errors import REQUEST_ID, ApiError, Handler
 from .languages import LanguageRejected, Languages, TaskRejected
 from .long_form import plan_pieces, transcribe_pieces
+from .model_names import OPENAI_MODEL_ALIAS, accepts_model
 from .scheduler import DecodeFailed, DecodeResult, Priority
 from .state import STATE, SidecarState
 from .upload import Upload, read_upload
@@ -41,7 +42,6 @@ from .whisper_options import DecodeRequest, decode_options
 
 logger = logging.getLogger("stt_sidecar.batch")
 
-OPENAI_MODEL_ALIAS = "whisper-1"  # what OpenAI clients send by default
 AUDIO_DECODE_THREADS = 2  # FFmpeg decoding is CPU-bound; more threads would starve the model
 BATCH_PREP_NICE = 10  # the audio-decode threads' nice value
 TIMESTAMP_GRANULARITIES = ("word", "segment")
@@ -137,12 +137,12 @@ def _check_task(languages: Languages, task: str, model_name: str, param: str) ->
 
 def _check_model(upload: Upload, served: str) -> None:
     model = (upload.get("model") or "").strip()
-    # Missing is fine (curl users); the alias keeps OpenAI clients' default working.
-    if model and model not in (served, OPENAI_MODEL_ALIAS):
+    # Missing is fine (curl users); OpenAI's names keep stock clients' defaults working.
+    if model and not accepts_model(model, served):
         raise ApiError(
             400,
             f"Unknown model {model[:100]!r}: this server serves '{served}' "
-            f"(also accepted as '{OPENAI_MODEL_ALIAS}').",
+            f"(also accepted as '{OPENAI_MODEL_ALIAS}' or an OpenAI transcription model name).",
             "model_not_found",
             param="model",
         )

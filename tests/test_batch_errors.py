@@ -286,7 +286,7 @@ async def test_missing_file_field_400(strict: SidecarProcess) -> None:
         ("/transcribe", {"task": "summarize"}, "task"),
         ("/transcribe", {"task": "translate"}, "task"),  # English-only model
         ("/transcribe", {"word_timestamps": "maybe"}, "word_timestamps"),
-        ("/v1/audio/transcriptions", {"model": "gpt-4o-transcribe"}, "model"),
+        ("/v1/audio/transcriptions", {"model": "gpt-4"}, "model"),
         ("/v1/audio/transcriptions", {"model": "../../etc/passwd"}, "model"),
         ("/v1/audio/transcriptions", {"temperature": "2"}, "temperature"),
         ("/v1/audio/transcriptions", {"temperature": "warm"}, "temperature"),

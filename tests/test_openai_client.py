@@ -120,9 +120,16 @@ def test_models(client: openai.OpenAI) -> None:
     assert client.models.retrieve("tiny.en").id == "tiny.en"
 
 
+def test_openai_transcription_model_names_are_served_by_our_model(client: openai.OpenAI) -> None:
+    """livekit-plugins-openai's default (gpt-4o-mini-transcribe) works without configuration."""
+    with JFK.path.open("rb") as f:
+        result = client.audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=f)
+    assert wer(JFK.text, result.text) <= 0.2, result.text
+
+
 def test_unknown_model_is_bad_request(client: openai.OpenAI) -> None:
     with JFK.path.open("rb") as f, pytest.raises(openai.BadRequestError) as info:
-        client.audio.transcriptions.create(model="gpt-4o-transcribe", file=f)
+        client.audio.transcriptions.create(model="gpt-4", file=f)
     assert info.value.body["param"] == "model"
     assert info.value.body["code"] == "model_not_found"
 

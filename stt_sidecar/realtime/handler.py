@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..errors import ApiError
+from ..model_names import accepts_model
 from ..state import STATE, SidecarState
 from ..streaming.handler import CLOSE_TIMEOUT_S
 from ..streaming.handler import _close as close_connection
@@ -25,7 +26,7 @@ from ..streaming.handler import _make_sender as make_sender
 from ..streaming.session import SlowConsumer, StreamSession
 from . import events
 from .events import RealtimeError, server_event
-from .session_config import RealtimeConfig, accepts_model, apply_update, render
+from .session_config import RealtimeConfig, apply_update, render
 from .translator import CLEARED, EventTranslator
 
 logger = logging.getLogger("stt_sidecar.realtime")

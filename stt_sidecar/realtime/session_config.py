@@ -13,33 +13,16 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from ..batch import OPENAI_MODEL_ALIAS
 from ..languages import LanguageRejected, Languages
+from ..model_names import OPENAI_TRANSCRIPTION_MODELS, accepts_model
 from ..streaming import session as stream_session
 from ..streaming.protocol import MAX_PROMPT_CHARS, StreamConfig, parse_keywords
 from .audio_formats import BY_BETA_NAME, BY_TYPE, PCM16, InputFormat
 from .events import INVALID_VALUE, MODEL_NOT_FOUND, UNKNOWN_PARAMETER, RealtimeError
 
-# OpenAI's transcription models a stock client names (livekit-plugins-openai defaults to
-# gpt-4o-mini-transcribe): all served by this server's one model. Not the realtime-only
-# gpt-realtime-whisper / gpt-live-transcribe, whose clients commit by themselves with no
-# server endpointing: accepting them would endpoint twice.
-OPENAI_TRANSCRIPTION_MODELS = frozenset(
-    {
-        OPENAI_MODEL_ALIAS,
-        "gpt-4o-transcribe",
-        "gpt-4o-mini-transcribe",
-        "gpt-4o-mini-transcribe-2025-12-15",
-        "gpt-transcribe",
-    }
-)
 LOGPROBS = "item.input_audio_transcription.logprobs"
 MIN_SILENCE_MS, MAX_SILENCE_MS = 100, 10_000
 MAX_PREFIX_PADDING_MS = 2_000
-
-
-def accepts_model(name: str, served: str) -> bool:
-    return name == served or name in OPENAI_TRANSCRIPTION_MODELS
 
 
 @dataclass(frozen=True)
