@@ -75,6 +75,10 @@ class SidecarSettings:
     # streaming
     max_streams: int = 8
     endpoint_silence_ms: int = 450
+    adaptive_endpointing: bool = True  # the speculative text picks short/default/long silence
+    endpoint_short_ms: int = 220  # after a finished sentence (adaptive endpointing)
+    endpoint_long_ms: int = 900  # after a visibly unfinished one (adaptive endpointing)
+    stream_context: bool = True  # a stream's recent finals prompt its next final
     max_utterance_s: float = 20.0
     interim_interval_ms: int = 500
     idle_timeout_s: float = 30.0
@@ -128,6 +132,16 @@ class SidecarSettings:
             endpoint_silence_ms=_parse(
                 env, "STT_ENDPOINT_SILENCE_MS", d.endpoint_silence_ms, int, minimum=100
             ),
+            adaptive_endpointing=_parse(
+                env, "STT_ADAPTIVE_ENDPOINTING", d.adaptive_endpointing, bool
+            ),
+            endpoint_short_ms=_parse(
+                env, "STT_ENDPOINT_SHORT_MS", d.endpoint_short_ms, int, minimum=100
+            ),
+            endpoint_long_ms=_parse(
+                env, "STT_ENDPOINT_LONG_MS", d.endpoint_long_ms, int, minimum=100, maximum=5000
+            ),
+            stream_context=_parse(env, "STT_STREAM_CONTEXT", d.stream_context, bool),
             max_utterance_s=_parse(
                 env, "STT_MAX_UTTERANCE_S", d.max_utterance_s, float, minimum=2, maximum=30
             ),

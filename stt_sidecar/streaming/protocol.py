@@ -33,7 +33,8 @@ INTERNAL = "internal"
 
 _CONFIG_KEYS = frozenset(
     {"type", "language", "sample_rate", "encoding", "channels", "task", "interim_results", "prompt"}
-)
+) | frozenset({"endpointing", "condition_on_previous_text"})
+ENDPOINTING_MODES = ("adaptive", "fixed")
 
 
 class ProtocolViolation(Exception):
@@ -53,6 +54,9 @@ class StreamConfig:
     task: str = "transcribe"
     interim_results: bool = True
     prompt: str | None = None
+    endpointing: str | None = None  # "adaptive" or "fixed"; None: STT_ADAPTIVE_ENDPOINTING
+    # a stream's recent finals prompt its next final; None: STT_STREAM_CONTEXT
+    condition_on_previous_text: bool | None = None
 
     @property
     def bytes_per_second(self) -> int:
@@ -126,6 +130,14 @@ def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
     if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS):
         raise bad("prompt", f"must be null or a string of at most {MAX_PROMPT_CHARS} characters")
 
+    endpointing = message.get("endpointing")
+    if endpointing is not None and endpointing not in ENDPOINTING_MODES:
+        raise bad("endpointing", "must be null, 'adaptive' or 'fixed'")
+
+    condition = message.get("condition_on_previous_text")
+    if condition is not None and not isinstance(condition, bool):
+        raise bad("condition_on_previous_text", "must be null, true or false")
+
     return StreamConfig(
         language=language,
         sample_rate=sample_rate,
@@ -133,6 +145,8 @@ def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
         task=task,
         interim_results=interim_results,
         prompt=prompt or None,
+        endpointing=endpointing,
+        condition_on_previous_text=condition,
     )
 
 

@@ -4,9 +4,13 @@ Timeline of an utterance (times are stream audio, 16 kHz samples):
 
     speech_started ─ interims every STT_INTERIM_INTERVAL_MS ─ silence ─┬─ speculative final
                                                                        │  decode starts early
-                                                 STT_ENDPOINT_SILENCE_MS reached: final, then
+                                                 the endpoint's silence reached: final, then
                                                  speech_ended (the speculative result is used
                                                  when no speech came after it started)
+
+The endpoint's silence is STT_ENDPOINT_SILENCE_MS, or with adaptive endpointing what the
+speculative text asks for (`endpointing.py`). Finals are prompted with the stream's recent
+finals (`context.py`).
 
 Finals decode the whole utterance and are never dropped. A stream has at most one interim
 decode queued, cancelled when its utterance ends, and only the newest interim waits in the
@@ -31,6 +35,8 @@ from ..metrics import SidecarMetrics
 from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
+from .context import UtteranceContext
+from .endpointing import Endpoint, EndpointPolicy, classify
 from .transcripts import (
     FinalText,
     StableText,
@@ -48,7 +54,6 @@ SPEECH_ONSET = 0.5  # VAD probability that starts an utterance
 SPEECH_CONTINUE = 0.35  # below this a window counts as silence (hysteresis)
 PRE_ROLL_S = 0.4  # Silero fires ~0.2 s after the first phoneme: keep some audio before it
 POST_PAD_S = 0.3  # silence kept after the last speech window for the final's decode
-SPECULATIVE_SILENCE_S = 0.15  # start the final's decode this early in a pause
 INTERIM_MIN_WINDOW_S = 15.0  # shorter encoder windows for interims cost accuracy below ~15 s
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
 
@@ -107,6 +112,7 @@ class Utterance:
     stable: StableText = field(default_factory=StableText)
     speculation: asyncio.Task[FinalText | None] | None = None
     speculation_speech_end: int = -1
+    endpoint: Endpoint | None = None  # None until the speculative text picks one
 
 
 @dataclass
@@ -151,8 +157,21 @@ class StreamSession:
         self._convert = PcmTo16k(config.sample_rate, config.channels)
         self._vad = vad if vad is not None else StreamingVAD()
         self._max_utterance = int(s.max_utterance_s * SAMPLE_RATE)
-        self._endpoint = int(s.endpoint_silence_ms / 1000 * SAMPLE_RATE)
-        self._speculative = min(int(SPECULATIVE_SILENCE_S * SAMPLE_RATE), self._endpoint)
+        self._endpointing = EndpointPolicy.from_ms(
+            adaptive=s.adaptive_endpointing
+            if config.endpointing is None
+            else config.endpointing == "adaptive",
+            default_ms=s.endpoint_silence_ms,
+            short_ms=s.endpoint_short_ms,
+            long_ms=s.endpoint_long_ms,
+        )
+        self._speculative = self._endpointing.speculate
+        self._context = UtteranceContext(
+            enabled=s.stream_context
+            if config.condition_on_previous_text is None
+            else config.condition_on_previous_text,
+            base_prompt=config.prompt,
+        )
         self._interim_interval = int(s.interim_interval_ms / 1000 * SAMPLE_RATE)
         self._pre_roll = int(PRE_ROLL_S * SAMPLE_RATE)
         self._post_pad = int(POST_PAD_S * SAMPLE_RATE)
@@ -220,14 +239,25 @@ class StreamSession:
                 # the pause was inside the utterance: its early decode is stale
                 utterance.speculation.cancel()
                 utterance.speculation = None
+                utterance.endpoint = None
         else:
             utterance.silence += WINDOW
-        if utterance.silence >= self._endpoint:
-            self._close_utterance(min(end, utterance.last_speech_end + self._post_pad))
+        if utterance.silence >= self._endpoint_silence(utterance):
+            self._end_by_silence(utterance, end)
         elif utterance.silence >= self._speculative and utterance.speculation is None:
             self._speculate(utterance, end)
         elif end - utterance.start >= self._max_utterance:
             self._cut_long_utterance(utterance)
+
+    def _endpoint_silence(self, utterance: Utterance) -> int:
+        if utterance.endpoint is None:
+            return self._endpointing.undecided
+        return self._endpointing.silence_for(utterance.endpoint)
+
+    def _end_by_silence(self, utterance: Utterance, silence_end: int) -> None:
+        endpoint = utterance.endpoint or Endpoint.DEFAULT
+        self._metrics.endpoints.labels(decision=endpoint.value).inc()
+        self._close_utterance(min(silence_end, utterance.last_speech_end + self._post_pad))
 
     def _open_utterance(self, onset: int, start: int) -> None:
         utterance = Utterance(
@@ -245,9 +275,14 @@ class StreamSession:
     # -- finals ----------------------------------------------------------------------------
     def _decode_final(self, utterance: Utterance, end: int) -> asyncio.Task[FinalText | None]:
         audio = self._buffer.slice(utterance.start, end)
+        prompt = self._context.prompt(_seconds(utterance.start))
+        options = self._final_options
+        if prompt != options["initial_prompt"]:
+            options = {**options, "initial_prompt": prompt}
         return asyncio.create_task(
             self._run_final_decode(
                 audio,
+                options,
                 _seconds(utterance.start),
                 _seconds(utterance.onset),
                 _seconds(min(utterance.last_speech_end, end)),
@@ -255,11 +290,14 @@ class StreamSession:
         )
 
     async def _run_final_decode(
-        self, audio: np.ndarray, offset: float, speech_start: float, speech_end: float
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        offset: float,
+        speech_start: float,
+        speech_end: float,
     ) -> FinalText | None:
-        result = await self._scheduler.transcribe(
-            audio, self._final_options, Priority.FINAL, owner=self.id
-        )
+        result = await self._scheduler.transcribe(audio, options, Priority.FINAL, owner=self.id)
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         return shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
 
@@ -268,6 +306,26 @@ class StreamSession:
         utterance.speculation_speech_end = utterance.last_speech_end
         self._speculations.add(utterance.speculation)
         utterance.speculation.add_done_callback(self._forget_speculation)
+        if self._endpointing.adaptive:
+            utterance.speculation.add_done_callback(
+                lambda task: self._on_speculative_text(utterance, task)
+            )
+
+    def _on_speculative_text(
+        self, utterance: Utterance, task: asyncio.Task[FinalText | None]
+    ) -> None:
+        """Adaptive endpointing: the speculative text picks the silence that ends the utterance."""
+        if (
+            task.cancelled()
+            or utterance is not self._utterance
+            or utterance.speculation is not task
+        ):
+            return  # stale: speech resumed, or the utterance already ended
+        text = None if task.exception() is not None else task.result()
+        utterance.endpoint = classify(text.text if text is not None else None)
+        if utterance.silence >= self._endpoint_silence(utterance):
+            # the pause already lasted long enough (the audio got ahead of the decode)
+            self._end_by_silence(utterance, self._vad_cursor)
 
     def _forget_speculation(self, task: asyncio.Task[Any]) -> None:
         self._speculations.discard(task)
@@ -436,6 +494,7 @@ class StreamSession:
         messages: list[dict[str, Any]] = []
         end = pending.fallback_end
         if text is not None:
+            self._context.add(text.text, text.end, text.language)
             end = max(text.end, pending.audible_end)
             messages.append(
                 protocol.final(

@@ -35,9 +35,23 @@ def language_param(language: str | None) -> str | None:
 
 
 def config_message(
-    *, language: str | None, task: str, interim_results: bool, prompt: str | None
+    *,
+    language: str | None,
+    task: str,
+    interim_results: bool,
+    prompt: str | None,
+    adaptive_endpointing: bool | None = None,
+    condition_on_previous_text: bool | None = None,
 ) -> dict[str, Any]:
-    """The first message of a stream; exactly the keys the protocol defines."""
+    """The first message of a stream; exactly the keys the protocol defines.
+
+    The optional keys are sent only when set, so a sidecar from before them still accepts it.
+    """
+    optional: dict[str, Any] = {}
+    if adaptive_endpointing is not None:
+        optional["endpointing"] = "adaptive" if adaptive_endpointing else "fixed"
+    if condition_on_previous_text is not None:
+        optional["condition_on_previous_text"] = condition_on_previous_text
     return {
         "type": "config",
         "language": language_param(language),
@@ -47,6 +61,7 @@ def config_message(
         "task": task,
         "interim_results": interim_results,
         "prompt": prompt,
+        **optional,
     }
 
 

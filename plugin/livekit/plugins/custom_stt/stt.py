@@ -76,6 +76,10 @@ class STTOptions:
         task: ``"transcribe"`` or ``"translate"`` (to English, multilingual models only).
         prompt: Text that biases decoding (names, jargon), or ``None``.
         model: The ``model`` form field of batch requests and the name metrics report.
+        adaptive_endpointing: Whether an utterance ends sooner after a finished sentence and
+            later after an unfinished one; ``None`` leaves it to the sidecar (on by default).
+        condition_on_previous_text: Whether a stream's earlier finals prompt its next one;
+            ``None`` leaves it to the sidecar (on by default).
     """
 
     base_url: str
@@ -85,6 +89,8 @@ class STTOptions:
     task: STTTasks | str
     prompt: str | None
     model: STTModels | str
+    adaptive_endpointing: bool | None = None
+    condition_on_previous_text: bool | None = None
 
     def ws_url(self) -> str:
         """The streaming endpoint's URL (``ws``/``wss`` for ``http``/``https``)."""
@@ -103,6 +109,8 @@ class STTOptions:
             task=self.task,
             interim_results=self.interim_results,
             prompt=self.prompt,
+            adaptive_endpointing=self.adaptive_endpointing,
+            condition_on_previous_text=self.condition_on_previous_text,
         )
 
 
@@ -123,6 +131,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         task: STTTasks | str = "transcribe",
         prompt: str | None = None,
         model: STTModels | str = "whisper-1",
+        adaptive_endpointing: bool | None = None,
+        condition_on_previous_text: bool | None = None,
         http_session: aiohttp.ClientSession | None = None,
         conn_options: APIConnectOptions = DEFAULT_CONN_OPTIONS,
         max_replay_s: float = DEFAULT_MAX_REPLAY_S,
@@ -140,6 +150,13 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             model: The ``model`` field of batch requests and the name in metrics (default
                 ``"whisper-1"``, which OpenAI-compatible servers accept); the sidecar serves the
                 model it was started with.
+            adaptive_endpointing: End an utterance after a short silence when its text is a
+                finished sentence and a long one when it is visibly unfinished (a trailing
+                "and", "the", comma); False: the sidecar's fixed ``STT_ENDPOINT_SILENCE_MS``.
+                Default None: the sidecar's ``STT_ADAPTIVE_ENDPOINTING`` (on).
+            condition_on_previous_text: Prompt each final with the stream's recent finals
+                (better words; reset after a long silence). Default None: the sidecar's
+                ``STT_STREAM_CONTEXT`` (on).
             http_session: A shared aiohttp session. Defaults to the job's
                 ``utils.http_context.http_session()``, or, outside a job, one this STT owns
                 and closes in `aclose`.
@@ -176,6 +193,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             task=task,
             prompt=prompt,
             model=model,
+            adaptive_endpointing=adaptive_endpointing,
+            condition_on_previous_text=condition_on_previous_text,
         )
         self._conn_options = conn_options
         self._max_replay_s = max_replay_s
@@ -325,6 +344,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         interim_results: NotGivenOr[bool] = NOT_GIVEN,
         task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
         prompt: NotGivenOr[str | None] = NOT_GIVEN,
+        adaptive_endpointing: NotGivenOr[bool | None] = NOT_GIVEN,
+        condition_on_previous_text: NotGivenOr[bool | None] = NOT_GIVEN,
     ) -> None:
         """Change options for later requests and for every live stream.
 
@@ -336,9 +357,18 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             interim_results: Whether to ask for interim transcripts.
             task: ``"transcribe"`` or ``"translate"``.
             prompt: Decoding prompt, or ``None`` to clear it.
+            adaptive_endpointing: Adaptive (True) or fixed (False) endpoint, ``None``: the
+                sidecar's default.
+            condition_on_previous_text: Prompt finals with earlier finals, ``None``: the
+                sidecar's default.
         """
         changes = _given_changes(
-            language=language, interim_results=interim_results, task=task, prompt=prompt
+            language=language,
+            interim_results=interim_results,
+            task=task,
+            prompt=prompt,
+            adaptive_endpointing=adaptive_endpointing,
+            condition_on_previous_text=condition_on_previous_text,
         )
         self._opts = dataclasses.replace(self._opts, **changes)
         if "interim_results" in changes:
@@ -409,6 +439,8 @@ class SpeechStream(stt.RecognizeStream):
         interim_results: NotGivenOr[bool] = NOT_GIVEN,
         task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
         prompt: NotGivenOr[str | None] = NOT_GIVEN,
+        adaptive_endpointing: NotGivenOr[bool | None] = NOT_GIVEN,
+        condition_on_previous_text: NotGivenOr[bool | None] = NOT_GIVEN,
     ) -> None:
         """Change this stream's options; reconnects (losslessly) only on a real change.
 
@@ -417,10 +449,19 @@ class SpeechStream(stt.RecognizeStream):
             interim_results: Whether to ask for interim transcripts.
             task: ``"transcribe"`` or ``"translate"``.
             prompt: Decoding prompt, or ``None`` to clear it.
+            adaptive_endpointing: Adaptive (True) or fixed (False) endpoint, ``None``: the
+                sidecar's default.
+            condition_on_previous_text: Prompt finals with earlier finals, ``None``: the
+                sidecar's default.
         """
         self._apply_changes(
             _given_changes(
-                language=language, interim_results=interim_results, task=task, prompt=prompt
+                language=language,
+                interim_results=interim_results,
+                task=task,
+                prompt=prompt,
+                adaptive_endpointing=adaptive_endpointing,
+                condition_on_previous_text=condition_on_previous_text,
             )
         )
 

@@ -1,0 +1,123 @@
+"""How much silence ends an utterance: fixed, or adapted to what the speaker said so far.
+
+The final's decode starts speculatively early in a pause (`speculate_ms`), and with adaptive
+endpointing its text picks the silence that ends the utterance:
+
+- a finished sentence ("... for your country.") ends after `short_ms`: a turn is over, and a
+  voice agent waiting on this final replies sooner;
+- a visibly unfinished one (a trailing conjunction, article, preposition, filler or comma:
+  "and mister john dashwood had then leisure to") waits up to `long_ms` for the rest;
+- anything else waits the configured `default_ms`, as the fixed endpoint does.
+
+Until the speculative text is known the utterance stays open up to `long_ms`: its final is
+that decode, so closing sooner would not send it sooner, only risk cutting the sentence.
+With adaptive endpointing off, the endpoint is `default_ms` and the speculation starts at
+150 ms, exactly as before it existed.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from ..audio_format import SAMPLE_RATE
+
+FIXED_SPECULATE_MS = 150  # the fixed endpoint's speculation start (unchanged behaviour)
+ADAPTIVE_SPECULATE_MS = 100  # earlier: its text has to be known before `short_ms`
+
+
+class Endpoint(enum.Enum):
+    """Which silence ends the utterance (the label of the /metrics counter)."""
+
+    SHORT = "short"
+    DEFAULT = "default"
+    LONG = "long"
+
+
+# Words a sentence does not end on. Particles that often do ("come in", "turn it off") and
+# pronouns ("I saw her") are left out: a wrong LONG only costs latency, a wrong SHORT a split,
+# and these lists only ever pick LONG.
+_CONJUNCTIONS = (
+    "and but or nor so yet because if that than when while although though since unless until"
+    " whether whereas where which who whom whose"
+)
+_ARTICLES = "a an the"
+_PREPOSITIONS = (
+    "of to for with from into onto about as at like through between after before without"
+    " within upon toward towards against during among via per across behind beneath beside"
+    " besides beyond despite except inside near"
+)
+_DETERMINERS = "my your our their its this these those every each some any no such"
+_AUXILIARIES = "is are was were am be been being have has had do does did will would can could"
+_FILLERS = "um uh uhm er erm ah hmm mm mhm"
+UNFINISHED_WORDS = frozenset(
+    " ".join(
+        (_CONJUNCTIONS, _ARTICLES, _PREPOSITIONS, _DETERMINERS, _AUXILIARIES, _FILLERS)
+    ).split()
+)
+_UNFINISHED_PUNCTUATION = (",", ";", ":", "-", "\u2014", "\u2013", "...", "\u2026")
+_SENTENCE_END = (".", "?", "!")
+_WORD = re.compile(r"[\w']+")
+
+
+def classify(text: str | None) -> Endpoint:
+    """The endpoint a speculative transcript asks for (see the module docstring)."""
+    text = (text or "").strip().strip("\"')]}")
+    if not text:
+        return Endpoint.DEFAULT
+    words = _WORD.findall(text.lower())
+    if text.endswith(_UNFINISHED_PUNCTUATION) or (words and words[-1] in UNFINISHED_WORDS):
+        return Endpoint.LONG
+    if text.endswith(_SENTENCE_END):
+        return Endpoint.SHORT
+    return Endpoint.DEFAULT
+
+
+@dataclass(frozen=True)
+class EndpointPolicy:
+    """Silences in samples at 16 kHz; `adaptive` False is the fixed endpoint of old."""
+
+    adaptive: bool
+    default: int
+    short: int
+    long: int
+    speculate: int
+
+    @classmethod
+    def from_ms(
+        cls, *, adaptive: bool, default_ms: int, short_ms: int, long_ms: int
+    ) -> EndpointPolicy:
+        def samples(ms: int) -> int:
+            return int(ms / 1000 * SAMPLE_RATE)
+
+        default = samples(default_ms)
+        if not adaptive:
+            return cls(
+                adaptive=False,
+                default=default,
+                short=default,
+                long=default,
+                speculate=min(samples(FIXED_SPECULATE_MS), default),
+            )
+        short = min(samples(short_ms), default)
+        long = max(samples(long_ms), default)
+        return cls(
+            adaptive=True,
+            default=default,
+            short=short,
+            long=long,
+            speculate=min(samples(ADAPTIVE_SPECULATE_MS), short),
+        )
+
+    @property
+    def undecided(self) -> int:
+        """The silence that ends an utterance whose speculative text is not known yet."""
+        return self.long
+
+    def silence_for(self, endpoint: Endpoint) -> int:
+        if endpoint is Endpoint.SHORT:
+            return self.short
+        if endpoint is Endpoint.LONG:
+            return self.long
+        return self.default
