@@ -39,7 +39,7 @@ import numpy as np
 import soundfile
 
 from bench.stream import add_sidecar_env_option, pct
-from stt_sidecar.replay import ReplayResult, assign_finals, load_pcm16, replay
+from stt_sidecar.replay import ReplayResult, assign_finals, load_pcm16, replay, split_and_merged
 from tests.support.sidecar import SidecarProcess
 from tests.support.speech import wer
 
@@ -67,19 +67,10 @@ def score(result: ReplayResult, sentences: list[dict[str, Any]]) -> dict[str, An
         ]
         if covering:
             latencies.append(min(arrived[id(f)] for f in covering) - s["speech_end"])
-    merged = set()
-    for f in finals:
-        inside = [
-            i
-            for i, s in enumerate(sentences)
-            if f["start"] < s["speech_end"] - MERGE_MARGIN_S
-            and f["end"] > s["speech_start"] + MERGE_MARGIN_S
-        ]
-        if len(inside) > 1:
-            merged.update(inside)
+    split, merged = split_and_merged(finals, sentences, MERGE_MARGIN_S)
     return {
         "latencies": latencies,
-        "split": sum(len(g) > 1 for g in groups[:-1]),
+        "split": len(split),
         "merged": len(merged),
         "missing": sum(not g for g in groups[:-1]),
         "outside": len(groups[-1]),

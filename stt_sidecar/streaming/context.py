@@ -24,6 +24,14 @@ def looks_repetitive(text: str) -> bool:
     return len(data) > 0 and len(data) / len(zlib.compress(data)) > COMPRESSION_RATIO_THRESHOLD
 
 
+MAX_WORDS_PER_S = 5.0  # fast speech is ~4 words/s: more is a decode running away
+
+
+def runaway(text: str, seconds: float) -> bool:
+    """A decode that loops or says more than the audio can hold: redo it without context."""
+    return looks_repetitive(text) or len(text.split()) > MAX_WORDS_PER_S * seconds + 4
+
+
 class UtteranceContext:
     """The prompt for a stream's next final: the client's prompt, then its recent finals.
 
@@ -47,7 +55,15 @@ class UtteranceContext:
         if not self._finals:
             return self._base
         recent = " ".join(self._finals)
+        if looks_repetitive(recent):
+            # a speaker saying the same thing again and again: a prompt of it invites a loop
+            recent = self._finals[-1]
         return f"{self._base} {recent}" if self._base else recent
+
+    @property
+    def active(self) -> bool:
+        """Whether the next prompt carries earlier finals."""
+        return bool(self._finals)
 
     def add(self, text: str, end: float, language: str) -> None:
         """Remember a final that was sent."""

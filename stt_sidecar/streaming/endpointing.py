@@ -9,10 +9,15 @@ endpointing its text picks the silence that ends the utterance:
   "and mister john dashwood had then leisure to") waits up to `long_ms` for the rest;
 - anything else waits the configured `default_ms`, as the fixed endpoint does.
 
-Until the speculative text is known the utterance stays open up to `long_ms`: its final is
-that decode, so closing sooner would not send it sooner, only risk cutting the sentence.
-With adaptive endpointing off, the endpoint is `default_ms` and the speculation starts at
-150 ms, exactly as before it existed.
+Once a pause passes `short_ms` the session waits for the speculative text before it looks
+at later audio (`StreamSession._apply_windows`): the final is that decode, so waiting sends it
+no later, and the decision depends on the words, not on whether the decode kept up with the
+audio (a client sending faster than real time gets the same utterances). Without a text
+(a failed decode, a flush) the pause is judged by `default_ms`. Held audio is bounded: past
+2 s of it the handler stops reading the client (backpressure, as for a backlog of finals).
+
+With adaptive endpointing off the endpoint is `default_ms` and the speculation starts at
+150 ms, exactly as before adaptive endpointing existed.
 """
 
 from __future__ import annotations
@@ -109,11 +114,6 @@ class EndpointPolicy:
             long=long,
             speculate=min(samples(ADAPTIVE_SPECULATE_MS), short),
         )
-
-    @property
-    def undecided(self) -> int:
-        """The silence that ends an utterance whose speculative text is not known yet."""
-        return self.long
 
     def silence_for(self, endpoint: Endpoint) -> int:
         if endpoint is Endpoint.SHORT:

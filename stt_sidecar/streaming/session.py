@@ -35,7 +35,7 @@ from ..metrics import SidecarMetrics
 from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
-from .context import UtteranceContext
+from .context import UtteranceContext, runaway
 from .endpointing import Endpoint, EndpointPolicy, classify
 from .transcripts import (
     FinalText,
@@ -56,6 +56,7 @@ PRE_ROLL_S = 0.4  # Silero fires ~0.2 s after the first phoneme: keep some audio
 POST_PAD_S = 0.3  # silence kept after the last speech window for the final's decode
 INTERIM_MIN_WINDOW_S = 15.0  # shorter encoder windows for interims cost accuracy below ~15 s
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
+MAX_HELD_S = 2.0  # audio held for an endpoint decision before we stop reading the client's
 
 
 class BusyFraction(Protocol):
@@ -177,6 +178,8 @@ class StreamSession:
         self._post_pad = int(POST_PAD_S * SAMPLE_RATE)
         self._buffer = SampleBuffer(self._max_utterance + self._pre_roll + 2 * SAMPLE_RATE)
         self._vad_cursor = 0  # absolute sample index of the next VAD window
+        # VAD windows not applied yet: held while an endpoint waits for its speculative text
+        self._held: collections.deque[float] = collections.deque()
         self._next_utterance_id = 1
         self._utterance: Utterance | None = None
         self._final_options = final_options(config)
@@ -214,9 +217,20 @@ class StreamSession:
         if samples.size == 0:
             return
         self._buffer.append(samples)
-        for prob in self._vad.process(samples):
-            self._on_window(self._vad_cursor, float(prob))
+        self._held.extend(float(p) for p in self._vad.process(samples))
+        self._apply_windows()
+
+    def _apply_windows(self, *, force: bool = False) -> None:
+        """Run the VAD windows received, unless (and until) an endpoint waits for its text.
+
+        Waiting makes the decision depend on the text alone, not on whether the decode kept up
+        with the audio: a client sending faster than real time gets the same utterances.
+        """
+        while self._held and (force or not self._waiting_for_text()):
+            self._on_window(self._vad_cursor, self._held.popleft())
             self._vad_cursor += WINDOW
+        if len(self._held) * WINDOW < MAX_HELD_S * SAMPLE_RATE:
+            self._backlog_shrunk.set()
         if self._utterance is None:
             # only the pre-roll is needed while nobody speaks
             self._buffer.drop_before(self._vad_cursor - self._pre_roll)
@@ -249,9 +263,20 @@ class StreamSession:
         elif end - utterance.start >= self._max_utterance:
             self._cut_long_utterance(utterance)
 
+    def _waiting_for_text(self) -> bool:
+        # A pause past the short silence is where the text decides: end now, or wait longer.
+        utterance = self._utterance
+        return (
+            utterance is not None
+            and utterance.endpoint is None
+            and utterance.speculation is not None  # its callback sets `endpoint`
+            and self._endpointing.adaptive
+            and utterance.silence >= self._endpointing.short
+        )
+
     def _endpoint_silence(self, utterance: Utterance) -> int:
         if utterance.endpoint is None:
-            return self._endpointing.undecided
+            return self._endpointing.default  # no text (none yet, or flushed): as fixed
         return self._endpointing.silence_for(utterance.endpoint)
 
     def _end_by_silence(self, utterance: Utterance, silence_end: int) -> None:
@@ -299,7 +324,17 @@ class StreamSession:
     ) -> FinalText | None:
         result = await self._scheduler.transcribe(audio, options, Priority.FINAL, owner=self.id)
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
-        return shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
+        text = shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
+        if (
+            text is not None
+            and options is not self._final_options
+            and runaway(text.text, _seconds(audio.size))
+        ):
+            # the earlier finals led the decode into a loop: this utterance on its own
+            return await self._run_final_decode(
+                audio, self._final_options, offset, speech_start, speech_end
+            )
+        return text
 
     def _speculate(self, utterance: Utterance, end: int) -> None:
         utterance.speculation = self._decode_final(utterance, end)
@@ -326,6 +361,7 @@ class StreamSession:
         if utterance.silence >= self._endpoint_silence(utterance):
             # the pause already lasted long enough (the audio got ahead of the decode)
             self._end_by_silence(utterance, self._vad_cursor)
+        self._apply_windows()  # what arrived meanwhile
 
     def _forget_speculation(self, task: asyncio.Task[Any]) -> None:
         self._speculations.discard(task)
@@ -384,6 +420,7 @@ class StreamSession:
         self._push(protocol.flushed())
 
     def _finalize_now(self) -> None:
+        self._apply_windows(force=True)  # all audio received counts, text or not
         if self._utterance is not None:
             self._close_utterance(self._buffer.end)
 
@@ -439,7 +476,10 @@ class StreamSession:
             SlowConsumer: the client stopped reading (a send timed out), so nothing more can
                 be delivered.
         """
-        while len(self._ordered) >= MAX_BACKLOG:
+        while (
+            len(self._ordered) >= MAX_BACKLOG
+            or len(self._held) * WINDOW >= MAX_HELD_S * SAMPLE_RATE
+        ):
             if self._slow_consumer:
                 raise SlowConsumer()
             self._backlog_shrunk.clear()

@@ -50,11 +50,11 @@ def test_the_text_rule(text: str | None, endpoint: Endpoint) -> None:
 
 def test_fixed_policy_is_the_configured_silence_for_everything() -> None:
     policy = EndpointPolicy.from_ms(adaptive=False, default_ms=450, short_ms=220, long_ms=900)
-    assert {policy.silence_for(e) for e in Endpoint} == {policy.undecided} == {7200}
+    assert {policy.silence_for(e) for e in Endpoint} == {7200}
     assert policy.speculate == 2400  # 150 ms, as before adaptive endpointing
     adaptive = EndpointPolicy.from_ms(adaptive=True, default_ms=450, short_ms=220, long_ms=900)
     assert (adaptive.short, adaptive.default, adaptive.long) == (3520, 7200, 14400)
-    assert adaptive.undecided == adaptive.long and adaptive.speculate == 1600
+    assert adaptive.speculate == 1600
 
 
 @dataclass
@@ -252,19 +252,41 @@ async def test_other_text_ends_after_the_configured_silence() -> None:
     assert len(got.finals) == 2 and got.endpoints("default") == 2
 
 
-async def test_until_the_text_is_known_the_utterance_stays_open() -> None:
-    # The decode is still running when the 600 ms pause ends: the utterance is not ended at
-    # 450 ms without its text (its final is that decode: ending sooner would not send it sooner)
+@pytest.mark.parametrize(
+    ("text", "finals"), [("Done.", 2), ("he had then leisure to", 1), ("go forward", 2)]
+)
+async def test_a_decode_slower_than_the_audio_gives_the_same_utterances(
+    text: str, finals: int
+) -> None:
+    # The speculative text of the first part is only known once the pause and the speech after
+    # it have arrived: the audio waits for it, and the text still decides.
     audio = np.concatenate(
         [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.6, 0), pcm(1.0, SPEECH), pcm(1, 0)]
     )
-    got = await run(audio, TextScheduler(text="Done.", gate=asyncio.Event()), open_gate_at=2.5)
-    assert len(got.finals) == 1
-    # once the late text is known, a pause already long enough ends the utterance at once
-    audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(2.0, 0)])
-    got = await run(audio, TextScheduler(text="Done.", gate=asyncio.Event()), open_gate_at=1.9)
-    assert len(got.finals) == 1 and got.endpoints("short") == 1
-    assert got.heard[0] / SAMPLE_RATE == pytest.approx(1.9, abs=0.05)  # not at 1.5 + 0.22
+    prompt = await run(audio, TextScheduler(text=text))
+    late = await run(audio, TextScheduler(text=text, gate=asyncio.Event()), open_gate_at=2.8)
+    assert len(prompt.finals) == len(late.finals) == finals
+    assert late.closes == prompt.closes
+
+
+async def test_audio_held_for_a_decision_slows_the_client_down() -> None:
+    session = StreamSession(
+        "s1",
+        protocol.StreamConfig(interim_results=False),
+        scheduler=TextScheduler(gate=(gate := asyncio.Event())),
+        settings=SidecarSettings(),
+        metrics=SidecarMetrics(),
+        send=lambda message: asyncio.sleep(0),
+        vad=LoudnessVAD(),
+    )
+    audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(3.0, 0)])
+    session.feed((audio * 32768).astype("<i2").tobytes())
+    backlog = asyncio.create_task(session.wait_for_backlog())
+    done, _ = await asyncio.wait({backlog}, timeout=0.05)
+    assert not done  # ~2.7 s of audio waits for the text: the handler stops reading
+    gate.set()
+    await backlog
+    await session.finish(None)
 
 
 # -- context across utterances ------------------------------------------------------------
@@ -354,3 +376,25 @@ def test_settings_from_env() -> None:
     assert settings.endpoint_long_ms == 1200
     defaults = SidecarSettings.from_env({})
     assert defaults.adaptive_endpointing and defaults.stream_context
+
+
+def test_a_repeating_speaker_gives_a_prompt_of_one_final() -> None:
+    context = UtteranceContext(enabled=True, base_prompt=None)
+    for i in range(6):
+        context.add("Go forward ten meters.", float(i), "en")
+    assert context.prompt(7.0) == "Go forward ten meters."
+
+
+async def test_a_final_that_runs_away_with_its_context_is_decoded_alone() -> None:
+    # the second utterance's decode (prompted with the first final) loops: it is redone
+    # without the context, and the loop is never sent
+    audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(1.2, 0)] * 2)
+    loop = " ".join(["go forward"] * 30)
+    scheduler = TextScheduler(texts=["Go forward.", loop, "Go forward again."])
+    got = await run(audio, scheduler)
+    assert [f["text"] for f in got.finals] == ["Go forward.", "Go forward again."]
+    assert [options["initial_prompt"] for _, _, options in scheduler.jobs] == [
+        None,
+        "Go forward.",
+        None,
+    ]

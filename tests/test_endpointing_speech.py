@@ -1,0 +1,71 @@
+"""Adaptive endpointing and context on real speech, against the shared real sidecar.
+
+The pauses set (tests/data/pauses.wav, built by bench/pauses_set.py) holds sentences with
+300-700 ms pauses inside them and 600-1500 ms between them. Adaptive endpointing decides from
+the words, not from how fast the decode kept up, so it is replayed faster than real time (the
+session holds audio while a decision waits for its text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+
+from stt_sidecar.replay import assign_finals, load_pcm16, replay, split_and_merged
+
+from .support.speech import DATA, clip, wer
+
+FAST = {"interim_results": False}
+SPEED = 3.0  # times real time
+
+
+def pauses_subset(first: int, last: int) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
+    """Sentences first..last of the pauses set, with their times shifted to the cut audio."""
+    audio, rate = load_pcm16(DATA / "pauses.wav")
+    sentences = json.loads((DATA / "pauses.json").read_text())["utterances"]
+    begin = sentences[first]["start"] - 0.5
+    end = sentences[last + 1]["start"] if last + 1 < len(sentences) else len(audio) / rate
+    shifted = [
+        {**s, **{k: s[k] - begin for k in ("start", "end", "speech_start", "speech_end")}}
+        for s in sentences[first : last + 1]
+    ]
+    return audio[int(begin * rate) : int(end * rate)], rate, shifted
+
+
+async def test_pauses_inside_sentences_rarely_split_them(sidecar) -> None:
+    """Four sentences, six pauses of 350-700 ms inside them: the fixed 450 ms endpoint splits
+    three of them, adaptive endpointing at most one, and merges none."""
+    audio, rate, sentences = pauses_subset(1, 4)
+    adaptive, fixed = await asyncio.gather(
+        *(
+            replay(sidecar.ws_url, audio, rate, speed=SPEED, config={**FAST, "endpointing": mode})
+            for mode in ("adaptive", "fixed")
+        )
+    )
+    split, merged = split_and_merged(adaptive.finals, sentences)
+    fixed_split, fixed_merged = split_and_merged(fixed.finals, sentences)
+    assert len(fixed_split) >= 3 and fixed_merged == [], [f["text"] for f in fixed.finals]
+    assert len(split) <= 1 and merged == [], [f["text"] for f in adaptive.finals]
+    assert assign_finals(adaptive.finals, sentences)[-1] == []  # nothing outside the speech
+    refs = " ".join(s["text"] for s in sentences)
+    assert wer(refs, " ".join(f["text"] for f in adaptive.finals)) <= 0.1
+
+
+async def test_a_repeated_passage_does_not_loop_with_context(sidecar) -> None:
+    """Context feeds each final's words into the next decode: a speaker repeating the same
+    sentence must not turn into a repetition loop (each final one sentence, no more)."""
+    c = clip("goforward.wav")
+    audio, rate = load_pcm16(c.path)
+    times = 8
+    gap = np.zeros((int(0.8 * rate), 1), dtype=np.int16)
+    passage = np.concatenate([audio, gap] * times)
+    config = {**FAST, "condition_on_previous_text": True}
+    result = await replay(sidecar.ws_url, passage, rate, speed=SPEED, config=config)
+    texts = [f["text"] for f in result.finals]
+    assert len(texts) == times, texts
+    for text in texts:
+        assert len(text.split()) <= len(c.text.split()) + 1, texts
+    assert wer(" ".join([c.text] * times), " ".join(texts)) <= 0.2, texts
