@@ -77,7 +77,9 @@ class SidecarSettings:
     endpoint_silence_ms: int = 450
     adaptive_endpointing: bool = True  # the speculative text picks short/default/long silence
     endpoint_short_ms: int = 220  # after a finished sentence (adaptive endpointing)
-    endpoint_long_ms: int = 900  # after a visibly unfinished one (adaptive endpointing)
+    # after a visibly unfinished one (adaptive endpointing): the silence the VAD measures is the
+    # pause plus the word gap around it, and 900 ms still split 2 of the pauses set's 14
+    endpoint_long_ms: int = 1100
     stream_context: bool = True  # a stream's recent finals prompt its next final
     max_utterance_s: float = 20.0
     interim_interval_ms: int = 500

@@ -56,12 +56,15 @@ async def test_pauses_inside_sentences_rarely_split_them(sidecar) -> None:
 
 async def test_a_repeated_passage_does_not_loop_with_context(sidecar) -> None:
     """Context feeds each final's words into the next decode: a speaker repeating the same
-    sentence must not turn into a repetition loop (each final one sentence, no more)."""
+    sentence must not turn into a repetition loop (each final one sentence, no more), nor
+    noise after it into words."""
     c = clip("goforward.wav")
     audio, rate = load_pcm16(c.path)
     times = 8
     gap = np.zeros((int(0.8 * rate), 1), dtype=np.int16)
-    passage = np.concatenate([audio, gap] * times)
+    # then noise: with earlier finals in the prompt, it still gives no words
+    noise = (np.random.default_rng(7).normal(0, 0.05, (4 * rate, 1)) * 32767).astype(np.int16)
+    passage = np.concatenate([*[audio, gap] * times, noise])
     config = {**FAST, "condition_on_previous_text": True}
     result = await replay(sidecar.ws_url, passage, rate, speed=SPEED, config=config)
     texts = [f["text"] for f in result.finals]

@@ -3,11 +3,14 @@
 The final's decode starts speculatively early in a pause (`speculate_ms`), and with adaptive
 endpointing its text picks the silence that ends the utterance:
 
-- a finished sentence ("... for your country.") ends after `short_ms`: a turn is over, and a
-  voice agent waiting on this final replies sooner;
+- a finished sentence ("... for your country.", its last word and stop decoded with
+  confidence) ends after `short_ms`: a turn is over, and a voice agent waiting on this final
+  replies sooner;
 - a visibly unfinished one (a trailing conjunction, article, preposition, filler or comma:
-  "and mister john dashwood had then leisure to") waits up to `long_ms` for the rest;
-- anything else waits the configured `default_ms`, as the fixed endpoint does.
+  "and mister john dashwood had then leisure to"), or one Whisper did not close with a stop,
+  waits up to `long_ms` for the rest;
+- anything else (a stop Whisper is not sure of) waits the configured `default_ms`, as the
+  fixed endpoint does.
 
 Once a pause passes `short_ms` the session waits for the speculative text before it looks
 at later audio (`StreamSession._apply_windows`): the final is that decode, so waiting sends it
@@ -62,19 +65,32 @@ UNFINISHED_WORDS = frozenset(
     ).split()
 )
 _UNFINISHED_PUNCTUATION = (",", ";", ":", "-", "\u2014", "\u2013", "...", "\u2026")
-_SENTENCE_END = (".", "?", "!")
+_SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the full-width ones
 _WORD = re.compile(r"[\w']+")
+# Whisper ends nearly every decode with a stop, fragments too ("And Mr. John."); how sure it is
+# of the last word (with its stop) tells them apart better: on the pauses set, 10 of 14 true
+# sentence ends scored >= 0.9, and 3 of 20 cuts inside sentences.
+FINISHED_MIN_CONFIDENCE = 0.9
 
 
-def classify(text: str | None) -> Endpoint:
-    """The endpoint a speculative transcript asks for (see the module docstring)."""
+def classify(text: str | None, last_word_confidence: float | None = None) -> Endpoint:
+    """The endpoint a speculative transcript asks for (see the module docstring).
+
+    Args:
+        text: the speculative final's text.
+        last_word_confidence: Whisper's probability for its last word (punctuation included);
+            None when not known, which does not hold a finished sentence back.
+    """
     text = (text or "").strip().strip("\"')]}")
     if not text:
         return Endpoint.DEFAULT
     words = _WORD.findall(text.lower())
     if text.endswith(_UNFINISHED_PUNCTUATION) or (words and words[-1] in UNFINISHED_WORDS):
         return Endpoint.LONG
-    if text.endswith(_SENTENCE_END):
+    if not text.endswith(_SENTENCE_END):
+        # Whisper closes what it hears as a sentence with a stop: without one it heard a part
+        return Endpoint.LONG
+    if last_word_confidence is None or last_word_confidence >= FINISHED_MIN_CONFIDENCE:
         return Endpoint.SHORT
     return Endpoint.DEFAULT
 

@@ -357,7 +357,20 @@ class StreamSession:
         ):
             return  # stale: speech resumed, or the utterance already ended
         text = None if task.exception() is not None else task.result()
-        utterance.endpoint = classify(text.text if text is not None else None)
+        if text is None:
+            utterance.endpoint = classify(None)
+        else:
+            utterance.endpoint = classify(
+                text.text, text.words[-1]["confidence"] if text.words else None
+            )
+        logger.debug(
+            "session %s utterance %d: endpoint %s after %d ms",
+            self.id,
+            utterance.id,
+            utterance.endpoint.value,
+            utterance.silence * 1000 // SAMPLE_RATE,
+            extra={"lk.pii.data": text.text if text is not None else None},
+        )
         if utterance.silence >= self._endpoint_silence(utterance):
             # the pause already lasted long enough (the audio got ahead of the decode)
             self._end_by_silence(utterance, self._vad_cursor)
