@@ -80,7 +80,10 @@ class SidecarSettings:
     # after a visibly unfinished one (adaptive endpointing): the silence the VAD measures is the
     # pause plus the word gap around it, and 900 ms still split 2 of the pauses set's 14
     endpoint_long_ms: int = 1100
-    stream_context: bool = True  # a stream's recent finals prompt its next final
+    # A stream's recent finals prompt its next final. Off: on the pauses set and
+    # conversation.wav it changed no word (bench/endpointing.py) and cost latency (a prompted
+    # final often takes a second decode pass over its trailing silence).
+    stream_context: bool = False
     max_utterance_s: float = 20.0
     interim_interval_ms: int = 500
     idle_timeout_s: float = 30.0

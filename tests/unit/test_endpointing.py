@@ -61,7 +61,7 @@ def test_fixed_policy_is_the_configured_silence_for_everything() -> None:
     adaptive = EndpointPolicy.from_ms(adaptive=True, default_ms=450, short_ms=220, long_ms=900)
     assert (adaptive.short, adaptive.default, adaptive.long) == (3520, 7200, 14400)
     assert SidecarSettings().endpoint_long_ms == 1100
-    assert adaptive.speculate == 1600
+    assert adaptive.speculate == 2400
 
 
 @dataclass
@@ -333,14 +333,19 @@ def test_looks_repetitive() -> None:
 async def test_finals_are_prompted_with_the_streams_earlier_finals() -> None:
     audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(1.2, 0)] * 3)
     scheduler = TextScheduler(texts=["One.", "Two.", "Three."])
-    await run(audio, scheduler, config=protocol.StreamConfig(interim_results=False, prompt="Kim"))
+    await run(
+        audio,
+        scheduler,
+        config=protocol.StreamConfig(interim_results=False, prompt="Kim"),
+        stream_context=True,
+    )
     prompts = [options["initial_prompt"] for _, _, options in scheduler.jobs]
     assert prompts == ["Kim", "Kim One.", "Kim One. Two."]
     off = protocol.StreamConfig(
         interim_results=False, prompt="Kim", condition_on_previous_text=False
     )
     scheduler = TextScheduler(texts=["One.", "Two.", "Three."])
-    await run(audio, scheduler, config=off)
+    await run(audio, scheduler, config=off, stream_context=True)  # the stream says no
     assert [options["initial_prompt"] for _, _, options in scheduler.jobs] == ["Kim"] * 3
 
 
@@ -383,7 +388,7 @@ def test_settings_from_env() -> None:
     assert not settings.adaptive_endpointing and not settings.stream_context
     assert settings.endpoint_long_ms == 1200
     defaults = SidecarSettings.from_env({})
-    assert defaults.adaptive_endpointing and defaults.stream_context
+    assert defaults.adaptive_endpointing and not defaults.stream_context
 
 
 def test_a_repeating_speaker_gives_a_prompt_of_one_final() -> None:
@@ -399,7 +404,7 @@ async def test_a_final_that_runs_away_with_its_context_is_decoded_alone() -> Non
     audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(1.2, 0)] * 2)
     loop = " ".join(["go forward"] * 30)
     scheduler = TextScheduler(texts=["Go forward.", loop, "Go forward again."])
-    got = await run(audio, scheduler)
+    got = await run(audio, scheduler, stream_context=True)
     assert [f["text"] for f in got.finals] == ["Go forward.", "Go forward again."]
     assert [options["initial_prompt"] for _, _, options in scheduler.jobs] == [
         None,

@@ -79,7 +79,7 @@ class STTOptions:
         adaptive_endpointing: Whether an utterance ends sooner after a finished sentence and
             later after an unfinished one; ``None`` leaves it to the sidecar (on by default).
         condition_on_previous_text: Whether a stream's earlier finals prompt its next one;
-            ``None`` leaves it to the sidecar (on by default).
+            ``None`` leaves it to the sidecar (off by default).
     """
 
     base_url: str
@@ -155,8 +155,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
                 "and", "the", comma); False: the sidecar's fixed ``STT_ENDPOINT_SILENCE_MS``.
                 Default None: the sidecar's ``STT_ADAPTIVE_ENDPOINTING`` (on).
             condition_on_previous_text: Prompt each final with the stream's recent finals
-                (better words; reset after a long silence). Default None: the sidecar's
-                ``STT_STREAM_CONTEXT`` (on).
+                (reset after a long silence). Default None: the sidecar's
+                ``STT_STREAM_CONTEXT`` (off).
             http_session: A shared aiohttp session. Defaults to the job's
                 ``utils.http_context.http_session()``, or, outside a job, one this STT owns
                 and closes in `aclose`.
