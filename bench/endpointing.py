@@ -5,12 +5,13 @@
 
 Sets (tests/data): `pauses` (bench/pauses_set.py: sentences with 300-700 ms pauses inside,
 600-1500 ms between) and `conversation` (conversation.wav). Modes, each one stream replayed in
-real time against the same sidecar, one after the other:
+real time against the same sidecar, one after the other (`--paired`: all at once, so that on a
+shared machine each mode sees the same load):
 
 - `fixed`: STT_ENDPOINT_SILENCE_MS (450 ms) and each utterance decoded alone: the behaviour
-  before adaptive endpointing and context;
-- `adaptive`: adaptive endpointing, each utterance decoded alone;
-- `adaptive+context` (the default): adaptive endpointing, finals prompted with earlier finals;
+  before adaptive endpointing;
+- `adaptive` (the default): adaptive endpointing, each utterance decoded alone;
+- `adaptive+context`: adaptive endpointing, finals prompted with earlier finals;
 - `fixed+context`: the fixed endpoint with context (isolates what context does).
 
 Printed per set and mode, after the two batch baselines of the same run (each reference
@@ -133,14 +134,26 @@ async def run(args: argparse.Namespace) -> None:
                     f"{'mode':>17} {'p50':>6} {'p95':>6} {'split':>6} {'merged':>6} {'missing':>7}"
                     f" {'outside':>7} {'WER':>6} {'short/default/long':>18}  load"
                 )
-                for mode in args.modes:
+                runs: list[tuple[str, ReplayResult, str]] = []
+                if args.paired:  # every mode at once: the same load for each
+                    results = await asyncio.gather(
+                        *(
+                            replay(ws_url, audio, rate, speed=1.0, config=MODES[m], session=http)
+                            for m in args.modes
+                        )
+                    )
+                    runs = [(m, r, "n/a") for m, r in zip(args.modes, results, strict=True)]
+                for mode in args.modes if not args.paired else []:
                     before = await endpoint_counts(http, base)
                     result = await replay(
                         ws_url, audio, rate, speed=1.0, config=MODES[mode], session=http
                     )
                     after = await endpoint_counts(http, base)
+                    runs.append(
+                        (mode, result, "/".join(f"{after[k] - before[k]:.0f}" for k in after))
+                    )
+                for mode, result, decisions in runs:
                     s = score(result, sentences)
-                    decisions = "/".join(f"{after[k] - before[k]:.0f}" for k in after)
                     p50, p95 = pct(s["latencies"], 50), pct(s["latencies"], 95)
                     print(
                         f"{mode:>17} {p50:>5.2f}s {p95:>5.2f}s"
@@ -166,6 +179,11 @@ def main() -> None:
         default="fixed,adaptive,adaptive+context,fixed+context",
         type=lambda s: s.split(","),
         help=", ".join(MODES),
+    )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="replay every mode at once (one stream each), so each sees the same machine load",
     )
     add_sidecar_env_option(parser)
     asyncio.run(run(parser.parse_args()))
