@@ -57,6 +57,10 @@ POST_PAD_S = 0.3  # silence kept after the last speech window for the final's de
 INTERIM_MIN_WINDOW_S = 15.0  # shorter encoder windows for interims cost accuracy below ~15 s
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
 MAX_HELD_S = 2.0  # audio held for an endpoint decision before we stop reading the client's
+# Longest wait for the speculative text once a pause passes the short silence; then the pause
+# is judged as the fixed endpoint would. An overloaded decoder must not make a real-time
+# stream fall further and further behind (measured: p95 20 s with two streams on a busy box).
+MAX_TEXT_WAIT_S = 1.0
 
 
 class BusyFraction(Protocol):
@@ -114,6 +118,7 @@ class Utterance:
     speculation: asyncio.Task[FinalText | None] | None = None
     speculation_speech_end: int = -1
     endpoint: Endpoint | None = None  # None until the speculative text picks one
+    waiting_since: float | None = None  # monotonic time audio began waiting for that text
 
 
 @dataclass
@@ -254,6 +259,7 @@ class StreamSession:
                 utterance.speculation.cancel()
                 utterance.speculation = None
                 utterance.endpoint = None
+                utterance.waiting_since = None
         else:
             utterance.silence += WINDOW
         if utterance.silence >= self._endpoint_silence(utterance):
@@ -266,13 +272,18 @@ class StreamSession:
     def _waiting_for_text(self) -> bool:
         # A pause past the short silence is where the text decides: end now, or wait longer.
         utterance = self._utterance
-        return (
-            utterance is not None
-            and utterance.endpoint is None
-            and utterance.speculation is not None  # its callback sets `endpoint`
-            and self._endpointing.adaptive
-            and utterance.silence >= self._endpointing.short
-        )
+        if (
+            utterance is None
+            or utterance.endpoint is not None
+            or utterance.speculation is None  # its callback sets `endpoint`
+            or not self._endpointing.adaptive
+            or utterance.silence < self._endpointing.short
+        ):
+            return False
+        now = time.monotonic()
+        if utterance.waiting_since is None:
+            utterance.waiting_since = now
+        return now - utterance.waiting_since <= MAX_TEXT_WAIT_S
 
     def _endpoint_silence(self, utterance: Utterance) -> int:
         if utterance.endpoint is None:

@@ -20,6 +20,7 @@ from stt_sidecar.languages import Languages
 from stt_sidecar.metrics import SidecarMetrics
 from stt_sidecar.scheduler import DecodeResult, Priority
 from stt_sidecar.streaming import protocol
+from stt_sidecar.streaming import session as session_module
 from stt_sidecar.streaming.context import MAX_CONTEXT_CHARS, UtteranceContext, looks_repetitive
 from stt_sidecar.streaming.endpointing import Endpoint, EndpointPolicy, classify
 from stt_sidecar.streaming.session import SPEECH_CONTINUE, SPEECH_ONSET, StreamSession
@@ -411,3 +412,16 @@ async def test_a_final_that_runs_away_with_its_context_is_decoded_alone() -> Non
         "Go forward.",
         None,
     ]
+
+
+async def test_a_text_that_never_comes_does_not_stall_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an overloaded decoder: past MAX_TEXT_WAIT_S the pause is judged as the fixed endpoint
+    # would (here: the 600 ms pause ends the utterance at 450 ms), and audio flows again
+    monkeypatch.setattr(session_module, "MAX_TEXT_WAIT_S", 0.0)
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.6, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    got = await run(audio, TextScheduler(text="and the", gate=asyncio.Event()), open_gate_at=3.5)
+    assert len(got.finals) == 2 and got.endpoints("default") >= 1
