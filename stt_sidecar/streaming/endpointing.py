@@ -45,26 +45,16 @@ class Endpoint(enum.Enum):
     LONG = "long"
 
 
-# Words a sentence does not end on. Particles that often do ("come in", "turn it off") and
-# pronouns ("I saw her") are left out: a wrong LONG only costs latency, a wrong SHORT a split,
-# and these lists only ever pick LONG.
-_CONJUNCTIONS = (
-    "and but or nor so yet because if that than when while although though since unless until"
-    " whether whereas where which who whom whose"
-)
+# Words a sentence does not end on, even when Whisper puts a stop after them ("I went to the.").
+# Words that often do end one are left out: auxiliaries ("than he was."), particles ("come
+# in."), "no", "so", "to", "for", "with", "from"... Without a stop any last word means LONG.
+_CONJUNCTIONS = "and but or nor because if although though unless whether whereas than"
 _ARTICLES = "a an the"
-_PREPOSITIONS = (
-    "of to for with from into onto about as at like through between after before without"
-    " within upon toward towards against during among via per across behind beneath beside"
-    " besides beyond despite except inside near"
-)
-_DETERMINERS = "my your our their its this these those every each some any no such"
-_AUXILIARIES = "is are was were am be been being have has had do does did will would can could"
+_PREPOSITIONS = "of into onto upon toward towards via per among during despite between"
+_DETERMINERS = "my your our their"
 _FILLERS = "um uh uhm er erm ah hmm mm mhm"
 UNFINISHED_WORDS = frozenset(
-    " ".join(
-        (_CONJUNCTIONS, _ARTICLES, _PREPOSITIONS, _DETERMINERS, _AUXILIARIES, _FILLERS)
-    ).split()
+    " ".join((_CONJUNCTIONS, _ARTICLES, _PREPOSITIONS, _DETERMINERS, _FILLERS)).split()
 )
 _UNFINISHED_PUNCTUATION = (",", ";", ":", "-", "\u2014", "\u2013", "...", "\u2026")
 _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the full-width ones

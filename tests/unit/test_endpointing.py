@@ -41,6 +41,9 @@ from .test_stream_session import FRAME, SPEECH, LoudnessVAD, pcm
         ("So what I want is, um", Endpoint.LONG),
         ("wait for it...", Endpoint.LONG),
         ("go forward ten meters", Endpoint.LONG),  # no stop: whisper heard a part
+        ("He might have been made more respectable than he was.", Endpoint.SHORT),
+        ("No.", Endpoint.SHORT),
+        ("I want to.", Endpoint.SHORT),
         ("", Endpoint.DEFAULT),
         (None, Endpoint.DEFAULT),
     ],
