@@ -134,7 +134,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"{'mode':>17} {'p50':>6} {'p95':>6} {'split':>6} {'merged':>6} {'missing':>7}"
                     f" {'outside':>7} {'WER':>6} {'short/default/long':>18}  load"
                 )
-                runs: list[tuple[str, ReplayResult, str]] = []
+                runs: list[tuple[str, ReplayResult, str, str]] = []
                 if args.paired:  # every mode at once: the same load for each
                     results = await asyncio.gather(
                         *(
@@ -142,23 +142,23 @@ async def run(args: argparse.Namespace) -> None:
                             for m in args.modes
                         )
                     )
-                    runs = [(m, r, "n/a") for m, r in zip(args.modes, results, strict=True)]
+                    load = f"{os.getloadavg()[0]:.2f}"
+                    runs = [(m, r, "n/a", load) for m, r in zip(args.modes, results, strict=True)]
                 for mode in args.modes if not args.paired else []:
                     before = await endpoint_counts(http, base)
                     result = await replay(
                         ws_url, audio, rate, speed=1.0, config=MODES[mode], session=http
                     )
                     after = await endpoint_counts(http, base)
-                    runs.append(
-                        (mode, result, "/".join(f"{after[k] - before[k]:.0f}" for k in after))
-                    )
-                for mode, result, decisions in runs:
+                    decisions = "/".join(f"{after[k] - before[k]:.0f}" for k in after)
+                    runs.append((mode, result, decisions, f"{os.getloadavg()[0]:.2f}"))
+                for mode, result, decisions, load in runs:
                     s = score(result, sentences)
                     p50, p95 = pct(s["latencies"], 50), pct(s["latencies"], 95)
                     print(
                         f"{mode:>17} {p50:>5.2f}s {p95:>5.2f}s"
                         f" {s['split']:>6} {s['merged']:>6} {s['missing']:>7} {s['outside']:>7}"
-                        f" {s['wer']:>6.3f} {decisions:>18}  {os.getloadavg()[0]:.2f}"
+                        f" {s['wer']:>6.3f} {decisions:>18}  {load}"
                     )
     finally:
         sidecar.stop()

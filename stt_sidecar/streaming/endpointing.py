@@ -16,7 +16,7 @@ Once a pause passes `short_ms` the session waits for the speculative text before
 at later audio (`StreamSession._apply_windows`): the final is that decode, so waiting sends it
 no later, and the decision depends on the words, not on whether the decode kept up with the
 audio (a client sending faster than real time gets the same utterances). Without a text
-(a failed decode, a flush), or when it takes more than 1 s (an overloaded decoder: a stream
+(a failed decode, a flush), or when it takes more than 2 s (an overloaded decoder: a stream
 must not fall behind real time), the pause is judged by `default_ms`. Held audio is bounded:
 past 2 s of it the handler stops reading the client (backpressure, as for a backlog of finals).
 
