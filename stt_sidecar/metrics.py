@@ -57,6 +57,13 @@ class SidecarMetrics:
             "Interims superseded, skipped under load or not sent",
             registry=r,
         )
+        self.endpoints = Counter(
+            "stt_endpoints",
+            "Utterances ended by silence, by the silence that ended them: short (a finished"
+            " sentence), default (STT_ENDPOINT_SILENCE_MS) or long (a visibly unfinished one)",
+            ["decision"],
+            registry=r,
+        )
         self.finals_sent = Counter("stt_finals_sent", "Final transcripts sent", registry=r)
         self.queue_depth = Gauge(
             "stt_decode_queue_depth", "Decodes waiting for the model", registry=r

@@ -162,3 +162,22 @@ def assign_finals(
         else:
             groups[-1].append(f)
     return groups
+
+
+def split_and_merged(
+    finals: list[dict[str, Any]], utterances: list[dict[str, Any]], margin: float = 0.3
+) -> tuple[list[int], list[int]]:
+    """Indexes of the reference utterances split into several finals, and of those merged with
+    another into one final (a final reaching `margin` seconds into each of them)."""
+    groups = assign_finals(finals, utterances)
+    split = [i for i, g in enumerate(groups[:-1]) if len(g) > 1]
+    merged: set[int] = set()
+    for f in finals:
+        inside = [
+            i
+            for i, u in enumerate(utterances)
+            if f["start"] < u["speech_end"] - margin and f["end"] > u["speech_start"] + margin
+        ]
+        if len(inside) > 1:
+            merged.update(inside)
+    return split, sorted(merged)

@@ -44,8 +44,11 @@ _CONFIG_KEYS = frozenset(
         "interim_results",
         "prompt",
         "keywords",
+        "endpointing",
+        "condition_on_previous_text",
     }
 )
+ENDPOINTING_MODES = ("adaptive", "fixed")
 
 
 class ProtocolViolation(Exception):
@@ -67,6 +70,9 @@ class StreamConfig:
     interim_results: bool = True
     prompt: str | None = None
     keywords: tuple[str, ...] = ()  # faster-whisper `hotwords`: names and terms to expect
+    endpointing: str | None = None  # "adaptive" or "fixed"; None: STT_ADAPTIVE_ENDPOINTING
+    # a stream's recent finals prompt its next final; None: STT_STREAM_CONTEXT
+    condition_on_previous_text: bool | None = None
 
     @property
     def bytes_per_second(self) -> int:
@@ -146,6 +152,14 @@ def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
     except ValueError as exc:
         raise bad("keywords", str(exc)) from None
 
+    endpointing = message.get("endpointing")
+    if endpointing is not None and endpointing not in ENDPOINTING_MODES:
+        raise bad("endpointing", "must be null, 'adaptive' or 'fixed'")
+
+    condition = message.get("condition_on_previous_text")
+    if condition is not None and not isinstance(condition, bool):
+        raise bad("condition_on_previous_text", "must be null, true or false")
+
     return StreamConfig(
         language=choice.language,
         allowed_languages=choice.allowed,
@@ -155,6 +169,8 @@ def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
         interim_results=interim_results,
         prompt=prompt or None,
         keywords=keywords,
+        endpointing=endpointing,
+        condition_on_previous_text=condition,
     )
 
 

@@ -4,9 +4,13 @@ Timeline of an utterance (times are stream audio, 16 kHz samples):
 
     speech_started ─ interims every STT_INTERIM_INTERVAL_MS ─ silence ─┬─ speculative final
                                                                        │  decode starts early
-                                                 STT_ENDPOINT_SILENCE_MS reached: final, then
+                                                 the endpoint's silence reached: final, then
                                                  speech_ended (the speculative result is used
                                                  when no speech came after it started)
+
+The endpoint's silence is STT_ENDPOINT_SILENCE_MS, or with adaptive endpointing what the
+speculative text asks for (`endpointing.py`). Finals are prompted with the stream's recent
+finals (`context.py`).
 
 Finals decode the whole utterance and are never dropped. A stream has at most one interim
 decode queued, cancelled when its utterance ends, and only the newest interim waits in the
@@ -31,6 +35,8 @@ from ..metrics import SidecarMetrics
 from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
+from .context import UtteranceContext, runaway
+from .endpointing import Endpoint, EndpointPolicy, classify
 from .language_detection import transcribe_in_allowed_language
 from .transcripts import (
     FinalText,
@@ -49,9 +55,14 @@ SPEECH_ONSET = 0.5  # VAD probability that starts an utterance
 SPEECH_CONTINUE = 0.35  # below this a window counts as silence (hysteresis)
 PRE_ROLL_S = 0.4  # Silero fires ~0.2 s after the first phoneme: keep some audio before it
 POST_PAD_S = 0.3  # silence kept after the last speech window for the final's decode
-SPECULATIVE_SILENCE_S = 0.15  # start the final's decode this early in a pause
 INTERIM_MIN_WINDOW_S = 15.0  # shorter encoder windows for interims cost accuracy below ~15 s
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
+MAX_HELD_S = 2.0  # audio held for an endpoint decision before we stop reading the client's
+# Longest wait for the speculative text once a pause passes the short silence; then the pause
+# is judged as the fixed endpoint would. An overloaded decoder must not make a real-time
+# stream fall further and further behind (measured without a bound: p95 20 s with two streams
+# on a box at load 8). 1 s made every decision fall back at load 8 (decodes took 1-3 s there).
+MAX_TEXT_WAIT_S = 2.0
 
 
 class BusyFraction(Protocol):
@@ -101,6 +112,9 @@ class EndpointingOverrides:
     manual: bool = False
 
 
+NEVER = 2**62  # samples of silence that never come: the client ends its utterances
+
+
 class SlowConsumer(Exception):
     """The client stopped reading: a send to it was blocked too long."""
 
@@ -122,6 +136,8 @@ class Utterance:
     stable: StableText = field(default_factory=StableText)
     speculation: asyncio.Task[FinalText | None] | None = None
     speculation_speech_end: int = -1
+    endpoint: Endpoint | None = None  # None until the speculative text picks one
+    waiting_since: float | None = None  # monotonic time audio began waiting for that text
 
 
 @dataclass
@@ -168,14 +184,29 @@ class StreamSession:
         self._convert = PcmTo16k(config.sample_rate, config.channels)
         self._vad = vad if vad is not None else StreamingVAD()
         self._max_utterance = int(s.max_utterance_s * SAMPLE_RATE)
-        self._endpoint = int(s.endpoint_silence_ms / 1000 * SAMPLE_RATE)
-        self._speculative = min(int(SPECULATIVE_SILENCE_S * SAMPLE_RATE), self._endpoint)
+        self._endpointing = EndpointPolicy.from_ms(
+            adaptive=s.adaptive_endpointing
+            if config.endpointing is None
+            else config.endpointing == "adaptive",
+            default_ms=s.endpoint_silence_ms,
+            short_ms=s.endpoint_short_ms,
+            long_ms=s.endpoint_long_ms,
+        )
+        self._speculative = self._endpointing.speculate
+        self._context = UtteranceContext(
+            enabled=s.stream_context
+            if config.condition_on_previous_text is None
+            else config.condition_on_previous_text,
+            base_prompt=config.prompt,
+        )
         self._interim_interval = int(s.interim_interval_ms / 1000 * SAMPLE_RATE)
         self._pre_roll = int(PRE_ROLL_S * SAMPLE_RATE)
         self._post_pad = int(POST_PAD_S * SAMPLE_RATE)
         self._apply_overrides(endpointing or EndpointingOverrides())
         self._buffer = SampleBuffer(self._max_utterance + self._pre_roll + 2 * SAMPLE_RATE)
         self._vad_cursor = 0  # absolute sample index of the next VAD window
+        # VAD windows not applied yet: held while an endpoint waits for its speculative text
+        self._held: collections.deque[float] = collections.deque()
         self._next_utterance_id = 1
         self._utterance: Utterance | None = None
         self._final_options = final_options(config)
@@ -207,10 +238,19 @@ class StreamSession:
         if o.pre_roll_s is not None:
             self._pre_roll = int(o.pre_roll_s * SAMPLE_RATE)
         if o.manual:
-            self._endpoint = 2**62  # silence never ends an utterance
+            # silence never ends an utterance, so nothing to speculate on either
+            self._endpointing = EndpointPolicy(
+                adaptive=False, default=NEVER, short=NEVER, long=NEVER, speculate=NEVER
+            )
         elif o.silence_ms is not None:
-            self._endpoint = int(o.silence_ms / 1000 * SAMPLE_RATE)
-        self._speculative = min(int(SPECULATIVE_SILENCE_S * SAMPLE_RATE), self._endpoint)
+            # the client chose its silence: a fixed endpoint, whatever the server's default
+            self._endpointing = EndpointPolicy.from_ms(
+                adaptive=False,
+                default_ms=o.silence_ms,
+                short_ms=o.silence_ms,
+                long_ms=o.silence_ms,
+            )
+        self._speculative = self._endpointing.speculate
 
     # -- input -----------------------------------------------------------------------------
     def feed(self, pcm: bytes) -> None:
@@ -225,9 +265,20 @@ class StreamSession:
         if samples.size == 0:
             return
         self._buffer.append(samples)
-        for prob in self._vad.process(samples):
-            self._on_window(self._vad_cursor, float(prob))
+        self._held.extend(float(p) for p in self._vad.process(samples))
+        self._apply_windows()
+
+    def _apply_windows(self, *, force: bool = False) -> None:
+        """Run the VAD windows received, unless (and until) an endpoint waits for its text.
+
+        Waiting makes the decision depend on the text alone, not on whether the decode kept up
+        with the audio: a client sending faster than real time gets the same utterances.
+        """
+        while self._held and (force or not self._waiting_for_text()):
+            self._on_window(self._vad_cursor, self._held.popleft())
             self._vad_cursor += WINDOW
+        if len(self._held) * WINDOW < MAX_HELD_S * SAMPLE_RATE:
+            self._backlog_shrunk.set()
         if self._utterance is None:
             # only the pre-roll is needed while nobody speaks
             self._buffer.drop_before(self._vad_cursor - self._pre_roll)
@@ -250,14 +301,42 @@ class StreamSession:
                 # the pause was inside the utterance: its early decode is stale
                 utterance.speculation.cancel()
                 utterance.speculation = None
+                utterance.endpoint = None
+                utterance.waiting_since = None
         else:
             utterance.silence += WINDOW
-        if utterance.silence >= self._endpoint:
-            self._close_utterance(min(end, utterance.last_speech_end + self._post_pad))
+        if utterance.silence >= self._endpoint_silence(utterance):
+            self._end_by_silence(utterance, end)
         elif utterance.silence >= self._speculative and utterance.speculation is None:
             self._speculate(utterance, end)
         elif end - utterance.start >= self._max_utterance:
             self._cut_long_utterance(utterance)
+
+    def _waiting_for_text(self) -> bool:
+        # A pause past the short silence is where the text decides: end now, or wait longer.
+        utterance = self._utterance
+        if (
+            utterance is None
+            or utterance.endpoint is not None
+            or utterance.speculation is None  # its callback sets `endpoint`
+            or not self._endpointing.adaptive
+            or utterance.silence < self._endpointing.short
+        ):
+            return False
+        now = time.monotonic()
+        if utterance.waiting_since is None:
+            utterance.waiting_since = now
+        return now - utterance.waiting_since <= MAX_TEXT_WAIT_S
+
+    def _endpoint_silence(self, utterance: Utterance) -> int:
+        if utterance.endpoint is None:
+            return self._endpointing.default  # no text (none yet, or flushed): as fixed
+        return self._endpointing.silence_for(utterance.endpoint)
+
+    def _end_by_silence(self, utterance: Utterance, silence_end: int) -> None:
+        endpoint = utterance.endpoint or Endpoint.DEFAULT
+        self._metrics.endpoints.labels(decision=endpoint.value).inc()
+        self._close_utterance(min(silence_end, utterance.last_speech_end + self._post_pad))
 
     def _open_utterance(self, onset: int, start: int) -> None:
         utterance = Utterance(
@@ -275,9 +354,14 @@ class StreamSession:
     # -- finals ----------------------------------------------------------------------------
     def _decode_final(self, utterance: Utterance, end: int) -> asyncio.Task[FinalText | None]:
         audio = self._buffer.slice(utterance.start, end)
+        prompt = self._context.prompt(_seconds(utterance.start))
+        options = self._final_options
+        if prompt != options["initial_prompt"]:
+            options = {**options, "initial_prompt": prompt}
         return asyncio.create_task(
             self._run_final_decode(
                 audio,
+                options,
                 _seconds(utterance.start),
                 _seconds(utterance.onset),
                 _seconds(min(utterance.last_speech_end, end)),
@@ -285,24 +369,73 @@ class StreamSession:
         )
 
     async def _run_final_decode(
-        self, audio: np.ndarray, offset: float, speech_start: float, speech_end: float
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        offset: float,
+        speech_start: float,
+        speech_end: float,
     ) -> FinalText | None:
         result = await transcribe_in_allowed_language(
             self._scheduler,
             audio,
-            self._final_options,
+            options,
             self.config.allowed_languages,
             Priority.FINAL,
             owner=self.id,
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
-        return shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
+        text = shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
+        if (
+            text is not None
+            and options is not self._final_options
+            and runaway(text.text, _seconds(audio.size))
+        ):
+            # the earlier finals led the decode into a loop: this utterance on its own
+            return await self._run_final_decode(
+                audio, self._final_options, offset, speech_start, speech_end
+            )
+        return text
 
     def _speculate(self, utterance: Utterance, end: int) -> None:
         utterance.speculation = self._decode_final(utterance, end)
         utterance.speculation_speech_end = utterance.last_speech_end
         self._speculations.add(utterance.speculation)
         utterance.speculation.add_done_callback(self._forget_speculation)
+        if self._endpointing.adaptive:
+            utterance.speculation.add_done_callback(
+                lambda task: self._on_speculative_text(utterance, task)
+            )
+
+    def _on_speculative_text(
+        self, utterance: Utterance, task: asyncio.Task[FinalText | None]
+    ) -> None:
+        """Adaptive endpointing: the speculative text picks the silence that ends the utterance."""
+        if (
+            task.cancelled()
+            or utterance is not self._utterance
+            or utterance.speculation is not task
+        ):
+            return  # stale: speech resumed, or the utterance already ended
+        text = None if task.exception() is not None else task.result()
+        if text is None:
+            utterance.endpoint = classify(None)
+        else:
+            utterance.endpoint = classify(
+                text.text, text.words[-1]["confidence"] if text.words else None
+            )
+        logger.debug(
+            "session %s utterance %d: endpoint %s after %d ms",
+            self.id,
+            utterance.id,
+            utterance.endpoint.value,
+            utterance.silence * 1000 // SAMPLE_RATE,
+            extra={"lk.pii.data": text.text if text is not None else None},
+        )
+        if utterance.silence >= self._endpoint_silence(utterance):
+            # the pause already lasted long enough (the audio got ahead of the decode)
+            self._end_by_silence(utterance, self._vad_cursor)
+        self._apply_windows()  # what arrived meanwhile
 
     def _forget_speculation(self, task: asyncio.Task[Any]) -> None:
         self._speculations.discard(task)
@@ -375,6 +508,7 @@ class StreamSession:
         self._push(message)
 
     def _finalize_now(self) -> None:
+        self._apply_windows(force=True)  # all audio received counts, text or not
         if self._utterance is not None:
             self._close_utterance(self._buffer.end)
 
@@ -430,7 +564,10 @@ class StreamSession:
             SlowConsumer: the client stopped reading (a send timed out), so nothing more can
                 be delivered.
         """
-        while len(self._ordered) >= MAX_BACKLOG:
+        while (
+            len(self._ordered) >= MAX_BACKLOG
+            or len(self._held) * WINDOW >= MAX_HELD_S * SAMPLE_RATE
+        ):
             if self._slow_consumer:
                 raise SlowConsumer()
             self._backlog_shrunk.clear()
@@ -485,6 +622,7 @@ class StreamSession:
         messages: list[dict[str, Any]] = []
         end = pending.fallback_end
         if text is not None:
+            self._context.add(text.text, text.end, text.language)
             end = max(text.end, pending.audible_end)
             messages.append(
                 protocol.final(

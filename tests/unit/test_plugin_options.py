@@ -149,3 +149,17 @@ def test_constructor_arguments_win_over_env(monkeypatch: pytest.MonkeyPatch) -> 
 def test_max_replay_must_be_positive() -> None:
     with pytest.raises(ValueError):
         custom_stt.STT(max_replay_s=0)
+
+
+def test_endpointing_and_context_keys_are_sent_only_when_set() -> None:
+    # a sidecar from before these keys refuses unknown ones: unset means not sent
+    assert "endpointing" not in options().stream_config()
+    assert "condition_on_previous_text" not in options().stream_config()
+    cfg = options(adaptive_endpointing=False, condition_on_previous_text=False).stream_config()
+    assert cfg["endpointing"] == "fixed" and cfg["condition_on_previous_text"] is False
+    assert options(adaptive_endpointing=True).stream_config()["endpointing"] == "adaptive"
+    engine = custom_stt.STT(base_url="http://127.0.0.1:1", adaptive_endpointing=False)
+    assert engine._opts.stream_config()["endpointing"] == "fixed"
+    engine.update_options(adaptive_endpointing=None, condition_on_previous_text=False)
+    assert engine._opts.adaptive_endpointing is None
+    assert engine._opts.stream_config()["condition_on_previous_text"] is False

@@ -372,7 +372,7 @@ async def run_session(audio: np.ndarray, endpointing: EndpointingOverrides, *, c
         "s1",
         protocol.StreamConfig(interim_results=False),
         scheduler=FakeScheduler(),
-        settings=SidecarSettings(),
+        settings=SidecarSettings(adaptive_endpointing=False),  # the fixed 450 ms as the baseline
         metrics=SidecarMetrics(),
         send=send,
         vad=LoudnessVAD(),

@@ -94,7 +94,8 @@ async def run(
         "s1",
         protocol.StreamConfig(interim_results=interims),
         scheduler=scheduler,
-        settings=SidecarSettings(**settings),
+        # the fixed endpoint: adaptive endpointing has its own tests (test_endpointing.py)
+        settings=SidecarSettings(**{"adaptive_endpointing": False, **settings}),
         metrics=SidecarMetrics(),
         send=send,
         vad=LoudnessVAD(),

@@ -73,10 +73,21 @@ def config_message(
     interim_results: bool,
     prompt: str | None,
     keywords: Sequence[str] = (),
+    adaptive_endpointing: bool | None = None,
+    condition_on_previous_text: bool | None = None,
 ) -> dict[str, Any]:
-    """The first message of a stream; exactly the keys the protocol defines (`keywords` only
-    when there are some, so a sidecar from before them still takes the config)."""
-    message: dict[str, Any] = {
+    """The first message of a stream; exactly the keys the protocol defines.
+
+    The optional keys are sent only when set, so a sidecar from before them still accepts it.
+    """
+    optional: dict[str, Any] = {}
+    if keywords:
+        optional["keywords"] = list(keywords)
+    if adaptive_endpointing is not None:
+        optional["endpointing"] = "adaptive" if adaptive_endpointing else "fixed"
+    if condition_on_previous_text is not None:
+        optional["condition_on_previous_text"] = condition_on_previous_text
+    return {
         "type": "config",
         "language": language_param(language),
         "sample_rate": SAMPLE_RATE,
@@ -85,10 +96,8 @@ def config_message(
         "task": task,
         "interim_results": interim_results,
         "prompt": prompt,
+        **optional,
     }
-    if keywords:
-        message["keywords"] = list(keywords)
-    return message
 
 
 def parse_message(msg: aiohttp.WSMessage, close_code: int | None) -> dict[str, Any] | None:

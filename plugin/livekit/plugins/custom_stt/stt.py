@@ -80,6 +80,10 @@ class STTOptions:
         prompt: Text that biases decoding (names, jargon), or ``None``.
         model: The ``model`` form field of batch requests and the name metrics report.
         keywords: Names and terms to expect (faster-whisper ``hotwords``), for streams.
+        adaptive_endpointing: Whether an utterance ends sooner after a finished sentence and
+            later after an unfinished one; ``None`` leaves it to the sidecar (on by default).
+        condition_on_previous_text: Whether a stream's earlier finals prompt its next one;
+            ``None`` leaves it to the sidecar (off by default).
     """
 
     base_url: str
@@ -90,6 +94,8 @@ class STTOptions:
     prompt: str | None
     model: STTModels | str
     keywords: tuple[str, ...] = ()
+    adaptive_endpointing: bool | None = None
+    condition_on_previous_text: bool | None = None
 
     def ws_url(self) -> str:
         """The streaming endpoint's URL (``ws``/``wss`` for ``http``/``https``)."""
@@ -109,6 +115,8 @@ class STTOptions:
             interim_results=self.interim_results,
             prompt=self.prompt,
             keywords=self.keywords,
+            adaptive_endpointing=self.adaptive_endpointing,
+            condition_on_previous_text=self.condition_on_previous_text,
         )
 
 
@@ -130,6 +138,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         prompt: str | None = None,
         keywords: Sequence[str] = (),
         model: STTModels | str = "whisper-1",
+        adaptive_endpointing: bool | None = None,
+        condition_on_previous_text: bool | None = None,
         http_session: aiohttp.ClientSession | None = None,
         conn_options: APIConnectOptions = DEFAULT_CONN_OPTIONS,
         max_replay_s: float = DEFAULT_MAX_REPLAY_S,
@@ -155,6 +165,13 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             model: The ``model`` field of batch requests and the name in metrics (default
                 ``"whisper-1"``, which OpenAI-compatible servers accept); the sidecar serves the
                 model it was started with.
+            adaptive_endpointing: End an utterance after a short silence when its text is a
+                finished sentence and a long one when it is visibly unfinished (a trailing
+                "and", "the", comma); False: the sidecar's fixed ``STT_ENDPOINT_SILENCE_MS``.
+                Default None: the sidecar's ``STT_ADAPTIVE_ENDPOINTING`` (on).
+            condition_on_previous_text: Prompt each final with the stream's recent finals
+                (reset after a long silence). Default None: the sidecar's
+                ``STT_STREAM_CONTEXT`` (off).
             http_session: A shared aiohttp session. Defaults to the job's
                 ``utils.http_context.http_session()``, or, outside a job, one this STT owns
                 and closes in `aclose`.
@@ -192,6 +209,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             prompt=prompt,
             model=model,
             keywords=tuple(keywords),
+            adaptive_endpointing=adaptive_endpointing,
+            condition_on_previous_text=condition_on_previous_text,
         )
         self._conn_options = conn_options
         self._max_replay_s = max_replay_s
@@ -346,6 +365,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
         prompt: NotGivenOr[str | None] = NOT_GIVEN,
         keywords: NotGivenOr[Sequence[str]] = NOT_GIVEN,
+        adaptive_endpointing: NotGivenOr[bool | None] = NOT_GIVEN,
+        condition_on_previous_text: NotGivenOr[bool | None] = NOT_GIVEN,
     ) -> None:
         """Change options for later requests and for every live stream.
 
@@ -358,6 +379,10 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             task: ``"transcribe"`` or ``"translate"``.
             prompt: Decoding prompt, or ``None`` to clear it.
             keywords: Names and terms to expect in streams; empty to clear them.
+            adaptive_endpointing: Adaptive (True) or fixed (False) endpoint, ``None``: the
+                sidecar's default.
+            condition_on_previous_text: Prompt finals with earlier finals, ``None``: the
+                sidecar's default.
         """
         changes = _given_changes(
             language=language,
@@ -365,6 +390,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             task=task,
             prompt=prompt,
             keywords=tuple(keywords) if is_given(keywords) else NOT_GIVEN,
+            adaptive_endpointing=adaptive_endpointing,
+            condition_on_previous_text=condition_on_previous_text,
         )
         self._opts = dataclasses.replace(self._opts, **changes)
         if "interim_results" in changes:
@@ -436,6 +463,8 @@ class SpeechStream(stt.RecognizeStream):
         task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
         prompt: NotGivenOr[str | None] = NOT_GIVEN,
         keywords: NotGivenOr[Sequence[str]] = NOT_GIVEN,
+        adaptive_endpointing: NotGivenOr[bool | None] = NOT_GIVEN,
+        condition_on_previous_text: NotGivenOr[bool | None] = NOT_GIVEN,
     ) -> None:
         """Change this stream's options; reconnects (losslessly) only on a real change.
 
@@ -445,6 +474,10 @@ class SpeechStream(stt.RecognizeStream):
             task: ``"transcribe"`` or ``"translate"``.
             prompt: Decoding prompt, or ``None`` to clear it.
             keywords: Names and terms to expect; empty to clear them.
+            adaptive_endpointing: Adaptive (True) or fixed (False) endpoint, ``None``: the
+                sidecar's default.
+            condition_on_previous_text: Prompt finals with earlier finals, ``None``: the
+                sidecar's default.
         """
         self._apply_changes(
             _given_changes(
@@ -453,6 +486,8 @@ class SpeechStream(stt.RecognizeStream):
                 task=task,
                 prompt=prompt,
                 keywords=tuple(keywords) if is_given(keywords) else NOT_GIVEN,
+                adaptive_endpointing=adaptive_endpointing,
+                condition_on_previous_text=condition_on_previous_text,
             )
         )
 

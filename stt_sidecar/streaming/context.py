@@ -1,0 +1,90 @@
+"""A stream's recent finals as Whisper's `initial_prompt` for its next final.
+
+Whisper decodes far better knowing what came before (its long-form mode conditions each window
+on the previous text). A stream decodes one utterance at a time, so it gets the same help by
+prompting each final with the last few finals of the same stream: bounded, recent, and dropped
+when it stops being the same conversation (a long silence, another language) or when it looks
+like a repetition loop, which a prompt would otherwise feed back into the next decode.
+"""
+
+from __future__ import annotations
+
+import collections
+import zlib
+
+from ..whisper_options import COMPRESSION_RATIO_THRESHOLD
+
+MAX_CONTEXT_CHARS = 300  # ~70 tokens: a sentence or two, well under Whisper's 223-token prompt
+RESET_AFTER_S = 20.0  # a silence this long starts a new context
+
+
+def looks_repetitive(text: str) -> bool:
+    """Whisper's own loop test: text that zlib squeezes this well repeats itself."""
+    data = text.encode()
+    return len(data) > 0 and len(data) / len(zlib.compress(data)) > COMPRESSION_RATIO_THRESHOLD
+
+
+MAX_WORDS_PER_S = 5.0  # fast speech is ~4 words/s: more is a decode running away
+
+
+def runaway(text: str, seconds: float) -> bool:
+    """A decode that loops or says more than the audio can hold: redo it without context."""
+    return looks_repetitive(text) or len(text.split()) > MAX_WORDS_PER_S * seconds + 4
+
+
+class UtteranceContext:
+    """The prompt for a stream's next final: the client's prompt, then its recent finals.
+
+    Args:
+        enabled: False keeps the client's prompt alone (each utterance decoded on its own).
+        base_prompt: the `config` message's prompt, always first.
+    """
+
+    def __init__(self, *, enabled: bool, base_prompt: str | None) -> None:
+        self.enabled = enabled
+        self._base = base_prompt
+        self._finals: collections.deque[str] = collections.deque()
+        self._chars = 0
+        self._language: str | None = None
+        self._last_end = float("-inf")
+
+    def prompt(self, utterance_start: float) -> str | None:
+        """The prompt for an utterance starting at `utterance_start` (stream seconds)."""
+        if utterance_start - self._last_end > RESET_AFTER_S:
+            self._clear()
+        if not self._finals:
+            return self._base
+        recent = " ".join(self._finals)
+        if looks_repetitive(recent):
+            # a speaker saying the same thing again and again: a prompt of it invites a loop
+            recent = self._finals[-1]
+        return f"{self._base} {recent}" if self._base else recent
+
+    @property
+    def active(self) -> bool:
+        """Whether the next prompt carries earlier finals."""
+        return bool(self._finals)
+
+    def add(self, text: str, end: float, language: str) -> None:
+        """Remember a final that was sent."""
+        if not self.enabled:
+            return
+        if language != self._language or looks_repetitive(text):
+            self._clear()
+        self._language = language
+        self._last_end = end
+        if looks_repetitive(text):
+            return
+        self._finals.append(text)
+        self._chars += len(text) + 1
+        while self._chars > MAX_CONTEXT_CHARS and len(self._finals) > 1:
+            self._chars -= len(self._finals.popleft()) + 1
+        if self._chars > MAX_CONTEXT_CHARS:  # one long final: keep its end, at a word
+            tail = self._finals[0][-MAX_CONTEXT_CHARS:]
+            tail = tail.split(" ", 1)[-1] if " " in tail else tail
+            self._finals[0] = tail
+            self._chars = len(tail) + 1
+
+    def _clear(self) -> None:
+        self._finals.clear()
+        self._chars = 0

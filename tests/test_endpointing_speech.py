@@ -1,0 +1,71 @@
+"""Adaptive endpointing and context on real speech, against the shared real sidecar.
+
+The pauses set (tests/data/pauses.wav, built by bench/pauses_set.py) holds sentences with
+300-700 ms pauses inside them and 600-1500 ms between them. Adaptive endpointing decides from
+the words, not from how fast the decode kept up, so it is replayed faster than real time (the
+session holds audio while a decision waits for its text).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from stt_sidecar.replay import assign_finals, load_pcm16, replay, split_and_merged
+
+from .support.speech import DATA, clip, wer
+
+FAST = {"interim_results": False}
+SPEED = 2.0  # times real time
+
+
+def pauses_subset(first: int, last: int) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
+    """Sentences first..last of the pauses set, with their times shifted to the cut audio."""
+    audio, rate = load_pcm16(DATA / "pauses.wav")
+    sentences = json.loads((DATA / "pauses.json").read_text())["utterances"]
+    begin = sentences[first]["start"] - 0.5
+    end = sentences[last + 1]["start"] if last + 1 < len(sentences) else len(audio) / rate
+    shifted = [
+        {**s, **{k: s[k] - begin for k in ("start", "end", "speech_start", "speech_end")}}
+        for s in sentences[first : last + 1]
+    ]
+    return audio[int(begin * rate) : int(end * rate)], rate, shifted
+
+
+async def test_pauses_inside_sentences_split_fewer_sentences(sidecar) -> None:
+    """Four sentences with six pauses of 350-700 ms inside them, three of the four pausing
+    longer than the fixed 450 ms endpoint: adaptive endpointing splits fewer, and merges none.
+    (The whole set's figures, beside the fixed endpoint's, come from bench/endpointing.py.)"""
+    audio, rate, sentences = pauses_subset(1, 4)
+    config = {**FAST, "endpointing": "adaptive"}
+    result = await replay(sidecar.ws_url, audio, rate, speed=SPEED, config=config)
+    split, merged = split_and_merged(result.finals, sentences)
+    texts = [f["text"] for f in result.finals]
+    fixed_would_split = [s for s in sentences if any(p["duration"] > 0.45 for p in s["pauses"])]
+    assert len(fixed_would_split) == 3
+    assert len(split) < len(fixed_would_split) and merged == [], texts
+    assert assign_finals(result.finals, sentences)[-1] == []  # nothing outside the speech
+    refs = " ".join(s["text"] for s in sentences)
+    assert wer(refs, " ".join(texts)) <= 0.15, texts
+
+
+async def test_a_repeated_passage_does_not_loop_with_context(sidecar) -> None:
+    """Context feeds each final's words into the next decode: a speaker repeating the same
+    sentence must not turn into a repetition loop (each final one sentence, no more), nor
+    noise after it into words."""
+    c = clip("goforward.wav")
+    audio, rate = load_pcm16(c.path)
+    times = 8
+    gap = np.zeros((int(0.8 * rate), 1), dtype=np.int16)
+    # then noise: with earlier finals in the prompt, it still gives no words
+    noise = (np.random.default_rng(7).normal(0, 0.05, (4 * rate, 1)) * 32767).astype(np.int16)
+    passage = np.concatenate([*[audio, gap] * times, noise])
+    config = {**FAST, "condition_on_previous_text": True}
+    result = await replay(sidecar.ws_url, passage, rate, speed=SPEED, config=config)
+    texts = [f["text"] for f in result.finals]
+    assert len(texts) == times, texts
+    for text in texts:
+        assert len(text.split()) <= len(c.text.split()) + 1, texts
+    assert wer(" ".join([c.text] * times), " ".join(texts)) <= 0.2, texts

@@ -1,0 +1,430 @@
+"""Adaptive endpointing and context across utterances, driven without a model: a fake scheduler
+that answers with a chosen text (after a chosen delay) and the loudness VAD of
+test_stream_session.py."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stt_sidecar import languages as languages_module
+from stt_sidecar.audio_format import SAMPLE_RATE
+from stt_sidecar.config import SidecarSettings
+from stt_sidecar.languages import Languages
+from stt_sidecar.metrics import SidecarMetrics
+from stt_sidecar.scheduler import DecodeResult, Priority
+from stt_sidecar.streaming import protocol
+from stt_sidecar.streaming import session as session_module
+from stt_sidecar.streaming.context import MAX_CONTEXT_CHARS, UtteranceContext, looks_repetitive
+from stt_sidecar.streaming.endpointing import Endpoint, EndpointPolicy, classify
+from stt_sidecar.streaming.session import SPEECH_CONTINUE, SPEECH_ONSET, StreamSession
+from stt_sidecar.streaming.vad import WINDOW
+
+from .test_stream_session import FRAME, SPEECH, LoudnessVAD, pcm
+
+
+@pytest.mark.parametrize(
+    ("text", "endpoint"),
+    [
+        ("Ask what you can do for your country.", Endpoint.SHORT),
+        ("Is it ready?", Endpoint.SHORT),
+        ("And so, my fellow Americans,", Endpoint.LONG),
+        ("he had then leisure to", Endpoint.LONG),
+        ("He was not an ill-disposed young man and", Endpoint.LONG),
+        ("I went to the.", Endpoint.LONG),  # whisper's period does not finish "the"
+        ("So what I want is, um", Endpoint.LONG),
+        ("wait for it...", Endpoint.LONG),
+        ("go forward ten meters", Endpoint.LONG),  # no stop: whisper heard a part
+        ("He might have been made more respectable than he was.", Endpoint.SHORT),
+        ("No.", Endpoint.SHORT),
+        ("I want to.", Endpoint.SHORT),
+        ("", Endpoint.DEFAULT),
+        (None, Endpoint.DEFAULT),
+    ],
+)
+def test_the_text_rule(text: str | None, endpoint: Endpoint) -> None:
+    assert classify(text) is endpoint
+
+
+def test_a_stop_whisper_is_unsure_of_waits_the_configured_silence() -> None:
+    assert classify("And Mr. John.", 0.95) is Endpoint.SHORT
+    assert classify("Go forward 10 years.", 0.71) is Endpoint.DEFAULT
+    assert classify("and the", 0.99) is Endpoint.LONG
+
+
+def test_fixed_policy_is_the_configured_silence_for_everything() -> None:
+    policy = EndpointPolicy.from_ms(adaptive=False, default_ms=450, short_ms=220, long_ms=900)
+    assert {policy.silence_for(e) for e in Endpoint} == {7200}
+    assert policy.speculate == 2400  # 150 ms, as before adaptive endpointing
+    adaptive = EndpointPolicy.from_ms(adaptive=True, default_ms=450, short_ms=220, long_ms=900)
+    assert (adaptive.short, adaptive.default, adaptive.long) == (3520, 7200, 14400)
+    assert SidecarSettings().endpoint_long_ms == 1100
+    assert adaptive.speculate == 2400
+
+
+@dataclass
+class TextScheduler:
+    """Answers every decode with `text`, after `delay` seconds; records options and sizes."""
+
+    text: str = "hello"
+    probability: float = 0.95  # of each word
+    delay: float = 0.0
+    jobs: list[tuple[Priority, int, dict[str, Any]]] = field(default_factory=list)
+    batch_running: bool = False
+    queue_depth: int = 0
+    busy: Any = field(default_factory=lambda: SimpleNamespace(fraction=lambda: 0.0))
+    texts: list[str] | None = None  # successive answers instead of `text`
+    gate: asyncio.Event | None = None  # when given, decodes finish once it is set
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        priority: Priority,
+        *,
+        owner: Any = None,
+        encoder_window_s: float | None = None,
+    ) -> DecodeResult:
+        self.jobs.append((priority, audio.size, options))
+        text = self.texts.pop(0) if self.texts else self.text
+        await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
+        word = SimpleNamespace(word=" " + text, start=0.1, end=0.3, probability=self.probability)
+        segment = SimpleNamespace(
+            text=" " + text, no_speech_prob=0.0, avg_logprob=-0.1, words=[word]
+        )
+        return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
+
+
+@dataclass
+class Run:
+    sent: list[dict[str, Any]]
+    scheduler: TextScheduler
+    metrics: SidecarMetrics
+    closes: list[int]  # the sample each utterance was closed at
+    speculations: list[int]  # the sample each speculative decode was started at
+    heard: list[int]  # how much audio the VAD had seen at each close
+
+    @property
+    def finals(self) -> list[dict[str, Any]]:
+        return [m for m in self.sent if m["type"] == "final"]
+
+    def endpoints(self, decision: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "stt_endpoints_total", {"decision": decision}
+        )
+        return value or 0.0
+
+
+async def run(
+    audio: np.ndarray,
+    scheduler: TextScheduler,
+    *,
+    config: protocol.StreamConfig | None = None,
+    open_gate_at: float | None = None,
+    **settings: Any,
+) -> Run:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    metrics = SidecarMetrics()
+    session = StreamSession(
+        "s1",
+        config or protocol.StreamConfig(interim_results=False),
+        scheduler=scheduler,
+        settings=SidecarSettings(**settings),
+        metrics=metrics,
+        send=send,
+        vad=LoudnessVAD(),
+    )
+    result = Run(sent, scheduler, metrics, [], [], [])
+    close, speculate = session._close_utterance, session._speculate
+
+    def spy_close(end: int) -> None:
+        result.closes.append(end)
+        result.heard.append(session._vad_cursor)
+        close(end)
+
+    def spy_speculate(utterance: Any, end: int) -> None:
+        result.speculations.append(end)
+        speculate(utterance, end)
+
+    session._close_utterance = spy_close  # type: ignore[method-assign]
+    session._speculate = spy_speculate  # type: ignore[method-assign]
+    data = (audio * 32768).astype("<i2")
+    for begin in range(0, data.size, FRAME):
+        session.feed(data[begin : begin + FRAME].tobytes())
+        if open_gate_at is not None and begin >= open_gate_at * SAMPLE_RATE:
+            assert scheduler.gate is not None
+            scheduler.gate.set()
+        await asyncio.sleep(0)  # let decodes and the sender run, as between client frames
+    await session.finish(protocol.closed())
+    return result
+
+
+def fixed_rule(audio: np.ndarray, endpoint_ms: int) -> tuple[list[int], list[int]]:
+    """The fixed endpoint as it was before adaptive endpointing: (closes, speculations)."""
+    probs = LoudnessVAD().process(audio)
+    endpoint = int(endpoint_ms / 1000 * SAMPLE_RATE)
+    speculative = min(int(0.15 * SAMPLE_RATE), endpoint)
+    closes, speculations = [], []
+    speaking, silence, speech_end, speculated = False, 0, 0, False
+    for i, p in enumerate(probs):
+        end = (i + 1) * WINDOW
+        if not speaking:
+            if p >= SPEECH_ONSET:
+                speaking, silence, speech_end, speculated = True, 0, end, False
+            continue
+        if p >= SPEECH_CONTINUE:
+            speech_end, silence, speculated = end, 0, False
+        else:
+            silence += WINDOW
+        if silence >= endpoint:
+            closes.append(min(end, speech_end + int(0.3 * SAMPLE_RATE)))
+            speaking = False
+        elif silence >= speculative and not speculated:
+            speculations.append(end)
+            speculated = True
+    return closes, speculations
+
+
+def random_speech(seed: int) -> np.ndarray:
+    """Speech bursts of 0.3-2 s with pauses of 0.05-1.2 s."""
+    rng = random.Random(seed)
+    parts = [pcm(0.3, 0)]
+    for _ in range(8):
+        parts += [pcm(rng.uniform(0.3, 2.0), SPEECH), pcm(rng.uniform(0.05, 1.2), 0)]
+    return np.concatenate([*parts, pcm(1.0, 0)])
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("text", ["Done.", "and the", "hello"])
+async def test_adaptive_off_decides_exactly_as_the_fixed_endpoint(seed: int, text: str) -> None:
+    audio = random_speech(seed)
+    closes, speculations = fixed_rule(audio, 450)
+    got = await run(audio, TextScheduler(text=text), adaptive_endpointing=False)
+    assert got.closes[: len(closes)] == closes
+    assert got.speculations == speculations
+    # and the same through the per-stream key, whatever the server default
+    config = protocol.StreamConfig(interim_results=False, endpointing="fixed")
+    got = await run(audio, TextScheduler(text=text), config=config, adaptive_endpointing=True)
+    assert got.closes[: len(closes)] == closes
+    assert got.endpoints("short") == got.endpoints("long") == 0
+
+
+async def test_a_finished_sentence_ends_after_the_short_silence() -> None:
+    # a 300 ms pause after a finished sentence ends it; the fixed 450 ms would wait on
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.3, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    adaptive = await run(audio, TextScheduler(text="I am done."))
+    assert len(adaptive.finals) == 2 and adaptive.endpoints("short") == 2
+    fixed = await run(audio, TextScheduler(text="I am done."), adaptive_endpointing=False)
+    assert len(fixed.finals) == 1 and fixed.endpoints("default") == 1
+    # ended 220 ms into the pause (within a VAD window), with the speculative decode as final
+    first_close = adaptive.closes[0] / SAMPLE_RATE
+    assert 1.5 + 0.22 <= first_close <= 1.5 + 0.22 + WINDOW / SAMPLE_RATE
+    assert len(adaptive.scheduler.jobs) == 2  # both speculations were used
+
+
+async def test_an_unfinished_sentence_waits_the_long_silence() -> None:
+    # a 700 ms pause after "... to" does not end the utterance; the fixed 450 ms splits it
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.7, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    adaptive = await run(audio, TextScheduler(texts=["he had then leisure to", "consider."]))
+    assert len(adaptive.finals) == 1
+    assert adaptive.endpoints("short") == 1 and adaptive.endpoints("long") == 0
+    fixed = await run(
+        audio, TextScheduler(text="he had then leisure to"), adaptive_endpointing=False
+    )
+    assert len(fixed.finals) == 2
+    # a pause longer than the long silence still ends it
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(1.2, 0), pcm(1.0, SPEECH), pcm(1.2, 0)]
+    )
+    adaptive = await run(audio, TextScheduler(text="and the"))
+    assert len(adaptive.finals) == 2 and adaptive.endpoints("long") == 2
+
+
+async def test_other_text_ends_after_the_configured_silence() -> None:
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.6, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    got = await run(audio, TextScheduler(text="Go forward 10 years.", probability=0.7))
+    assert len(got.finals) == 2 and got.endpoints("default") == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "finals"), [("Done.", 2), ("he had then leisure to", 1), ("go forward", 1)]
+)
+async def test_a_decode_slower_than_the_audio_gives_the_same_utterances(
+    text: str, finals: int
+) -> None:
+    # The speculative text of the first part is only known once the pause and the speech after
+    # it have arrived: the audio waits for it, and the text still decides.
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.6, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    prompt = await run(audio, TextScheduler(text=text))
+    late = await run(audio, TextScheduler(text=text, gate=asyncio.Event()), open_gate_at=2.8)
+    assert len(prompt.finals) == len(late.finals) == finals
+    assert late.closes == prompt.closes
+
+
+async def test_audio_held_for_a_decision_slows_the_client_down() -> None:
+    session = StreamSession(
+        "s1",
+        protocol.StreamConfig(interim_results=False),
+        scheduler=TextScheduler(gate=(gate := asyncio.Event())),
+        settings=SidecarSettings(),
+        metrics=SidecarMetrics(),
+        send=lambda message: asyncio.sleep(0),
+        vad=LoudnessVAD(),
+    )
+    audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(3.0, 0)])
+    session.feed((audio * 32768).astype("<i2").tobytes())
+    backlog = asyncio.create_task(session.wait_for_backlog())
+    done, _ = await asyncio.wait({backlog}, timeout=0.05)
+    assert not done  # ~2.7 s of audio waits for the text: the handler stops reading
+    gate.set()
+    await backlog
+    await session.finish(None)
+
+
+# -- context across utterances ------------------------------------------------------------
+
+
+def test_context_is_bounded_recent_and_reset() -> None:
+    context = UtteranceContext(enabled=True, base_prompt="Kim")
+    assert context.prompt(0.0) == "Kim"
+    context.add("First sentence.", 2.0, "en")
+    context.add("Second one.", 4.0, "en")
+    assert context.prompt(5.0) == "Kim First sentence. Second one."
+    for i in range(40):
+        context.add(f"Sentence number {i} goes here.", 5.0 + i, "en")
+    prompt = context.prompt(50.0)
+    assert prompt is not None and len(prompt) <= len("Kim ") + MAX_CONTEXT_CHARS
+    assert prompt.endswith("Sentence number 39 goes here.")
+    assert context.prompt(50.0 + 25.0) == "Kim"  # a long silence starts a new context
+    context.add("Hola.", 80.0, "es")
+    context.add("Hello.", 81.0, "en")  # another language: the Spanish is not carried over
+    assert context.prompt(82.0) == "Kim Hello."
+    context.add("the the the the the the the the the the the the the the the", 83.0, "en")
+    assert context.prompt(84.0) == "Kim"  # a loop is never fed back
+
+
+def test_disabled_context_keeps_the_clients_prompt_alone() -> None:
+    context = UtteranceContext(enabled=False, base_prompt=None)
+    context.add("First sentence.", 2.0, "en")
+    assert context.prompt(3.0) is None
+
+
+def test_looks_repetitive() -> None:
+    assert looks_repetitive("go forward " * 20)
+    assert not looks_repetitive("Ask not what your country can do for you.")
+
+
+async def test_finals_are_prompted_with_the_streams_earlier_finals() -> None:
+    audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(1.2, 0)] * 3)
+    scheduler = TextScheduler(texts=["One.", "Two.", "Three."])
+    await run(
+        audio,
+        scheduler,
+        config=protocol.StreamConfig(interim_results=False, prompt="Kim"),
+        stream_context=True,
+    )
+    prompts = [options["initial_prompt"] for _, _, options in scheduler.jobs]
+    assert prompts == ["Kim", "Kim One.", "Kim One. Two."]
+    off = protocol.StreamConfig(
+        interim_results=False, prompt="Kim", condition_on_previous_text=False
+    )
+    scheduler = TextScheduler(texts=["One.", "Two.", "Three."])
+    await run(audio, scheduler, config=off, stream_context=True)  # the stream says no
+    assert [options["initial_prompt"] for _, _, options in scheduler.jobs] == ["Kim"] * 3
+
+
+@pytest.fixture
+def english_only(monkeypatch: pytest.MonkeyPatch) -> Languages:
+    # Whisper's code list lives in faster_whisper, which unit tests do not import.
+    monkeypatch.setattr(languages_module, "whisper_language_codes", lambda: frozenset({"en"}))
+    return Languages(english_only=True)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("endpointing", "fast"), ("endpointing", True), ("condition_on_previous_text", "yes")],
+)
+def test_bad_config_values_are_refused(key: str, value: object, english_only: Languages) -> None:
+    import json
+
+    raw = json.dumps({"type": "config", key: value})
+    with pytest.raises(protocol.ProtocolViolation) as caught:
+        protocol.parse_config(raw, languages=english_only)
+    assert caught.value.code == protocol.INVALID_CONFIG and key in caught.value.message
+
+
+def test_config_keys_are_parsed(english_only: Languages) -> None:
+    raw = '{"type": "config", "endpointing": "fixed", "condition_on_previous_text": false}'
+    config = protocol.parse_config(raw, languages=english_only)
+    assert config.endpointing == "fixed" and config.condition_on_previous_text is False
+    config = protocol.parse_config('{"type": "config"}', languages=english_only)
+    assert config.endpointing is None and config.condition_on_previous_text is None
+
+
+def test_settings_from_env() -> None:
+    settings = SidecarSettings.from_env(
+        {
+            "STT_ADAPTIVE_ENDPOINTING": "off",
+            "STT_STREAM_CONTEXT": "no",
+            "STT_ENDPOINT_LONG_MS": "1200",
+        }
+    )
+    assert not settings.adaptive_endpointing and not settings.stream_context
+    assert settings.endpoint_long_ms == 1200
+    defaults = SidecarSettings.from_env({})
+    assert defaults.adaptive_endpointing and not defaults.stream_context
+
+
+def test_a_repeating_speaker_gives_a_prompt_of_one_final() -> None:
+    context = UtteranceContext(enabled=True, base_prompt=None)
+    for i in range(6):
+        context.add("Go forward ten meters.", float(i), "en")
+    assert context.prompt(7.0) == "Go forward ten meters."
+
+
+async def test_a_final_that_runs_away_with_its_context_is_decoded_alone() -> None:
+    # the second utterance's decode (prompted with the first final) loops: it is redone
+    # without the context, and the loop is never sent
+    audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(1.2, 0)] * 2)
+    loop = " ".join(["go forward"] * 30)
+    scheduler = TextScheduler(texts=["Go forward.", loop, "Go forward again."])
+    got = await run(audio, scheduler, stream_context=True)
+    assert [f["text"] for f in got.finals] == ["Go forward.", "Go forward again."]
+    assert [options["initial_prompt"] for _, _, options in scheduler.jobs] == [
+        None,
+        "Go forward.",
+        None,
+    ]
+
+
+async def test_a_text_that_never_comes_does_not_stall_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an overloaded decoder: past MAX_TEXT_WAIT_S the pause is judged as the fixed endpoint
+    # would (here: the 600 ms pause ends the utterance at 450 ms), and audio flows again
+    monkeypatch.setattr(session_module, "MAX_TEXT_WAIT_S", 0.0)
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.6, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    got = await run(audio, TextScheduler(text="and the", gate=asyncio.Event()), open_gate_at=3.5)
+    assert len(got.finals) == 2 and got.endpoints("default") >= 1
