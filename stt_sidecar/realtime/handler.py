@@ -220,6 +220,9 @@ class _RealtimeSession:
                 self.uncommitted_s = 0.0
                 if self.conn.session is not None:
                     self.conn.session.clear({"type": CLEARED})
+                    # its `cleared` waits in the outbox: a client that stops reading and keeps
+                    # clearing must meet the same backpressure as one that keeps appending
+                    return await self._within_backlog(self.conn.session)
                 else:
                     await self.send(server_event(CLEARED))
         except RealtimeError as error:

@@ -207,6 +207,7 @@ class StreamSession:
         self._vad_cursor = 0  # absolute sample index of the next VAD window
         # VAD windows not applied yet: held while an endpoint waits for its speculative text
         self._held: collections.deque[float] = collections.deque()
+        self._text_wait_timer: asyncio.TimerHandle | None = None
         self._next_utterance_id = 1
         self._utterance: Utterance | None = None
         self._final_options = final_options(config)
@@ -326,7 +327,18 @@ class StreamSession:
         now = time.monotonic()
         if utterance.waiting_since is None:
             utterance.waiting_since = now
+            # Held audio stops the reading of the client (backpressure), so no new frame may
+            # come to notice the deadline: a timer does.
+            self._cancel_text_wait_timer()
+            self._text_wait_timer = asyncio.get_running_loop().call_later(
+                MAX_TEXT_WAIT_S + 0.01, self._apply_windows
+            )
         return now - utterance.waiting_since <= MAX_TEXT_WAIT_S
+
+    def _cancel_text_wait_timer(self) -> None:
+        if self._text_wait_timer is not None:
+            self._text_wait_timer.cancel()
+            self._text_wait_timer = None
 
     def _endpoint_silence(self, utterance: Utterance) -> int:
         if utterance.endpoint is None:
@@ -504,6 +516,11 @@ class StreamSession:
                 if task is not None:
                     task.cancel()
         self._interim = None
+        # windows held for an endpoint decision are cleared audio too: never applied later
+        self._vad_cursor += len(self._held) * WINDOW
+        self._held.clear()
+        self._cancel_text_wait_timer()
+        self._backlog_shrunk.set()
         self._buffer.drop_before(self._buffer.end)
         self._push(message)
 
@@ -530,6 +547,7 @@ class StreamSession:
 
     async def aclose(self) -> None:
         """Stop at once (client gone): cancel every task this session started. Idempotent."""
+        self._cancel_text_wait_timer()
         tasks: list[asyncio.Task[Any]] = [
             t for t in (self._sender, self._interims) if t is not None
         ]

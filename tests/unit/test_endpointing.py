@@ -428,3 +428,51 @@ async def test_a_text_that_never_comes_does_not_stall_the_stream(
     )
     got = await run(audio, TextScheduler(text="and the", gate=asyncio.Event()), open_gate_at=3.5)
     assert len(got.finals) == 2 and got.endpoints("default") >= 1
+
+
+async def test_the_wait_for_the_text_ends_when_no_audio_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Held audio stops the reading of the client, so no frame comes to notice the deadline:
+    # a timer must end the wait, or a slow decoder would stall the stream for its whole decode.
+    monkeypatch.setattr(session_module, "MAX_TEXT_WAIT_S", 0.05)
+    session = StreamSession(
+        "s1",
+        protocol.StreamConfig(interim_results=False),
+        scheduler=TextScheduler(gate=asyncio.Event()),  # the text never comes
+        settings=SidecarSettings(),
+        metrics=SidecarMetrics(),
+        send=lambda message: asyncio.sleep(0),
+        vad=LoudnessVAD(),
+    )
+    audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(3.0, 0)])
+    session.feed((audio * 32768).astype("<i2").tobytes())
+    await asyncio.wait_for(session.wait_for_backlog(), 5)  # a hang check, not a timing
+    assert not session._held
+    await session.aclose()
+
+
+async def test_clear_drops_the_windows_held_for_a_decision() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    session = StreamSession(
+        "s1",
+        protocol.StreamConfig(interim_results=False),
+        scheduler=TextScheduler(gate=asyncio.Event()),
+        settings=SidecarSettings(),
+        metrics=SidecarMetrics(),
+        send=send,
+        vad=LoudnessVAD(),
+    )
+    # a pause past the short silence (windows held for the text), then speech again
+    speech = np.concatenate([pcm(1.0, SPEECH), pcm(0.3, 0), pcm(0.5, SPEECH)])
+    session.feed((speech * 32768).astype("<i2").tobytes())
+    assert session._held
+    session.clear({"type": "cleared"})
+    session.feed((pcm(0.2, 0) * 32768).astype("<i2").tobytes())
+    await session.finish(None)
+    # the cleared speech never comes back as an utterance of its own
+    assert [m["type"] for m in sent] == ["speech_started", "cleared"], sent

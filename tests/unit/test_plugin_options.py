@@ -163,3 +163,16 @@ def test_endpointing_and_context_keys_are_sent_only_when_set() -> None:
     engine.update_options(adaptive_endpointing=None, condition_on_previous_text=False)
     assert engine._opts.adaptive_endpointing is None
     assert engine._opts.stream_config()["condition_on_previous_text"] is False
+
+
+def test_keywords_are_checked_where_they_are_given() -> None:
+    engine = custom_stt.STT(base_url="http://127.0.0.1:1", keywords=[" Dashwood ", "Norland"])
+    assert engine._opts.keywords == ("Dashwood", "Norland")
+    assert engine._opts.stream_config()["keywords"] == ["Dashwood", "Norland"]
+    # a plain string would be split into letters; out-of-bounds terms would fail every connect
+    for bad in ("Dashwood", [""], ["x" * 51], ["w"] * 51):
+        with pytest.raises(ValueError):
+            custom_stt.STT(base_url="http://127.0.0.1:1", keywords=bad)
+        with pytest.raises(ValueError):
+            engine.update_options(keywords=bad)
+    assert engine._opts.keywords == ("Dashwood", "Norland")

@@ -66,6 +66,31 @@ def requested_language(language: str | Sequence[str] | None) -> str | None:
     return single_language(language)
 
 
+MAX_KEYWORDS = 50
+MAX_KEYWORD_CHARS = 50
+"""The sidecar's bounds on a stream's ``keywords``; checked here so a mistake fails at once
+rather than as ``invalid_config`` on every (re)connect."""
+
+
+def checked_keywords(keywords: Sequence[str]) -> tuple[str, ...]:
+    """``keywords`` as sent: stripped, at most 50 non-empty terms of at most 50 characters.
+
+    Raises:
+        ValueError: a plain string (it would be split into letters) or a term out of bounds.
+    """
+    if isinstance(keywords, str):
+        raise ValueError("keywords must be a list of terms, e.g. ['Dashwood'], not a string")
+    terms = tuple(k.strip() if isinstance(k, str) else k for k in keywords)
+    if len(terms) > MAX_KEYWORDS or not all(
+        isinstance(k, str) and 0 < len(k) <= MAX_KEYWORD_CHARS for k in terms
+    ):
+        raise ValueError(
+            f"keywords: at most {MAX_KEYWORDS} non-empty strings of at most "
+            f"{MAX_KEYWORD_CHARS} characters"
+        )
+    return terms
+
+
 def config_message(
     *,
     language: str | Sequence[str] | None,

@@ -45,6 +45,7 @@ from ._protocol import (
     FLUSH_MSG,
     KEEPALIVE_MSG,
     KEEPALIVE_S,
+    checked_keywords,
     config_message,
     parse_message,
     requested_language,
@@ -208,7 +209,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             task=task,
             prompt=prompt,
             model=model,
-            keywords=tuple(keywords),
+            keywords=checked_keywords(keywords),
             adaptive_endpointing=adaptive_endpointing,
             condition_on_previous_text=condition_on_previous_text,
         )
@@ -389,7 +390,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             interim_results=interim_results,
             task=task,
             prompt=prompt,
-            keywords=tuple(keywords) if is_given(keywords) else NOT_GIVEN,
+            keywords=checked_keywords(keywords) if is_given(keywords) else NOT_GIVEN,
             adaptive_endpointing=adaptive_endpointing,
             condition_on_previous_text=condition_on_previous_text,
         )
@@ -485,7 +486,7 @@ class SpeechStream(stt.RecognizeStream):
                 interim_results=interim_results,
                 task=task,
                 prompt=prompt,
-                keywords=tuple(keywords) if is_given(keywords) else NOT_GIVEN,
+                keywords=checked_keywords(keywords) if is_given(keywords) else NOT_GIVEN,
                 adaptive_endpointing=adaptive_endpointing,
                 condition_on_previous_text=condition_on_previous_text,
             )
