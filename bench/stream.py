@@ -201,6 +201,15 @@ def plans(args, audio: np.ndarray, rate: int, utterances, mode: str, n: int) -> 
     return [turn_taking_plan(audio, rate, utterances, args.talk_share, rng) for _ in range(n)]
 
 
+async def replay_or_empty(*args: Any, **kwargs: Any) -> ReplayResult:
+    """`replay`, or an empty result when the connection broke (an overloaded server that
+    stopped answering pings): all of that stream's utterances then count as lost."""
+    try:
+        return await replay(*args, **kwargs)
+    except (aiohttp.ClientError, TimeoutError):
+        return ReplayResult()
+
+
 @dataclass
 class Server:
     label: str
@@ -227,7 +236,7 @@ async def measure(
     with sampler:
         results = await asyncio.gather(
             *(
-                replay(
+                replay_or_empty(
                     ws_url,
                     plan.audio,
                     rate,

@@ -198,7 +198,6 @@ class DecodeScheduler:
         self._workers = workers
         self._streams_open = streams_open or (lambda: False)
         self._running_batch = 0
-        self._running_interims = 0
         self._heap: list[_Job] = []
         self._in_flight: collections.Counter[Hashable] = collections.Counter()
         self._wakeup = asyncio.Event()
@@ -292,20 +291,12 @@ class DecodeScheduler:
             return self._workers - 1
         return self._workers
 
-    def interim_limit(self) -> int:
-        """Workers interims may occupy at once: all but one, so that a final arriving while
-        interims run finds a worker free instead of waiting for one (interims cannot be
-        stopped once running). With many streams this is what keeps finals fast: interims are
-        the work that gives way."""
-        return max(1, self._workers - 1)
-
     def poke(self) -> None:
         """Re-check the queue (e.g. the last stream closed, so batch may use every worker)."""
         self._wakeup.set()
 
     def _next_job(self) -> _Job | None:
         batch_allowed = self._running_batch < self.batch_limit()
-        interim_allowed = self._running_interims < self.interim_limit()
         held: list[_Job] = []
         try:
             while self._heap:
@@ -314,9 +305,6 @@ class DecodeScheduler:
                     continue
                 if job.priority == Priority.BATCH and not batch_allowed:
                     held.append(job)  # an interim behind it may still run on this worker
-                    continue
-                if job.priority == Priority.INTERIM and not interim_allowed:
-                    held.append(job)
                     continue
                 return job
             return None
@@ -334,11 +322,8 @@ class DecodeScheduler:
                 continue
             job.dead = True  # taken: a late cancellation of its waiter has nothing to remove
             is_batch = job.priority == Priority.BATCH
-            is_interim = job.priority == Priority.INTERIM
             if is_batch:
                 self._running_batch += 1
-            if is_interim:
-                self._running_interims += 1
             started = time.monotonic()
             self.busy.begin(index)
             try:
@@ -370,7 +355,4 @@ class DecodeScheduler:
                 self.busy.end(index)
                 if is_batch:
                     self._running_batch -= 1
-                if is_interim:
-                    self._running_interims -= 1
-                if is_batch or is_interim:
-                    self._wakeup.set()  # a job held back by its limit may run now
+                    self._wakeup.set()  # a batch piece held back by the limit may run now

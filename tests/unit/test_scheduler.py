@@ -174,29 +174,3 @@ def test_busy_fraction_is_capped_and_ignores_unknown_ends(clock: list[float]) ->
     clock[0] += 1.0
     assert busy.fraction() == 1.0
 
-
-async def test_interims_leave_a_worker_free_for_finals() -> None:
-    """Two workers, one busy with an interim: the next interim waits, so a final arriving
-    just after finds the second worker free and runs before it."""
-    model = FakeModel()
-    scheduler = DecodeScheduler(model, workers=2)
-    scheduler.start()
-    try:
-        assert scheduler.interim_limit() == 1
-        running = asyncio.create_task(
-            scheduler.transcribe(AUDIO, {"tag": "blocker"}, Priority.INTERIM, owner="a")
-        )
-        await asyncio.to_thread(model.started.wait, 5)
-        held = asyncio.create_task(
-            scheduler.transcribe(AUDIO, {"tag": "interim"}, Priority.INTERIM, owner="b")
-        )
-        await asyncio.sleep(0.05)
-        assert model.order == ["blocker"] and scheduler.queue_depth == 1
-        final = await scheduler.transcribe(AUDIO, {"tag": "final"}, Priority.FINAL, owner="c")
-        assert final.segments[0].text == "final"
-        model.release.set()
-        await asyncio.gather(running, held)
-        assert model.order == ["blocker", "final", "interim"]
-    finally:
-        await scheduler.close()
-    assert DecodeScheduler(FakeModel(), workers=1).interim_limit() == 1
