@@ -173,4 +173,3 @@ def test_busy_fraction_is_capped_and_ignores_unknown_ends(clock: list[float]) ->
     busy.begin(1)
     clock[0] += 1.0
     assert busy.fraction() == 1.0
-
