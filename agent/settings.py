@@ -90,6 +90,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+def _language(raw: str) -> str | tuple[str, ...] | None:
+    codes = tuple(dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()))
+    if not codes or any(c.lower() in ("auto", "multi") for c in codes):
+        return None
+    return codes[0] if len(codes) == 1 else codes
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """Everything the worker reads from the environment; `.env.example` documents each variable."""
@@ -101,8 +108,10 @@ class WorkerSettings:
     """`CUSTOM_STT_URL`: the sidecar's base URL (several workers may share one sidecar)."""
     stt_api_key: str | None = None
     """`STT_API_KEY`: the same variable the sidecar reads, so one `.env` configures both."""
-    language: str | None = "en"
-    """`AGENT_LANGUAGE`: language code sent to the sidecar; `auto` (or empty) lets it detect."""
+    language: str | tuple[str, ...] | None = "en"
+    """`AGENT_LANGUAGE`: language code sent to the sidecar; empty, `auto` or `multi` detects each
+    utterance's language (multilingual models), and a comma-separated list (`en,de`) detects
+    among those only."""
     agent_name: str = ""
     """`AGENT_NAME`: set it for explicit dispatch (then rooms get this agent only when asked)."""
     transcript_topic: str = "transcription"
@@ -146,14 +155,13 @@ class WorkerSettings:
         """
         env = os.environ if env is None else env
         d = cls()
-        language = env.get("AGENT_LANGUAGE", "en").strip()
         return cls(
             livekit_url=env.get("LIVEKIT_URL", "").strip(),
             livekit_api_key=env.get("LIVEKIT_API_KEY", "").strip(),
             livekit_api_secret=env.get("LIVEKIT_API_SECRET", "").strip(),
             stt_url=(env.get("CUSTOM_STT_URL", "").strip() or d.stt_url).rstrip("/"),
             stt_api_key=env.get("STT_API_KEY", "").strip() or None,
-            language=None if language.lower() in ("", "auto") else language,
+            language=_language(env.get("AGENT_LANGUAGE", "en")),
             agent_name=env.get("AGENT_NAME", "").strip(),
             transcript_topic=env.get("TRANSCRIPT_TOPIC", "").strip() or d.transcript_topic,
             publish_interims=_bool(env, "PUBLISH_INTERIMS", d.publish_interims),

@@ -54,6 +54,42 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+SIDECAR_SERIES = {
+    "latency": "stt_final_latency_seconds",
+    "decode": 'stt_decode_seconds{kind="final"}',
+}
+
+
+def sidecar_totals(sidecar: SidecarProcess) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the sidecar's own final latency and final decode time histograms."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{sidecar.url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    totals = {}
+    for key, series in SIDECAR_SERIES.items():
+        name, _, labels = series.partition("{")
+        labels = "{" + labels if labels else ""
+        values = []
+        for suffix in ("_sum", "_count"):
+            m = re.search(rf"^{re.escape(name + suffix + labels)} (\S+)$", text, re.M)
+            values.append(float(m.group(1)) if m else 0.0)
+        totals[key] = (values[0], values[1])
+    return totals
+
+
+def sidecar_split(before: dict, after: dict) -> str:
+    """Mean time inside the sidecar per final during a round: from its VAD's last speech window
+    to the final sent, and the final's decode alone. Equal in both paths means the room's extra
+    time is spent before the audio reaches the sidecar (WebRTC, worker, plugin)."""
+    parts = []
+    for key in SIDECAR_SERIES:
+        total = after[key][0] - before[key][0]
+        count = after[key][1] - before[key][1]
+        parts.append(f"{key} {total / count * 1000:.0f} ms" if count else f"{key} n/a")
+    return "inside the sidecar per final: " + ", ".join(parts)
+
+
 async def sidecar_round(sidecar: SidecarProcess) -> tuple[list[float], float]:
     ref = conversation()["utterances"]
     audio, rate = load_pcm16(DATA / "conversation.wav")
@@ -236,12 +272,20 @@ async def main() -> int:
     room: list[float] = []
     try:
         for n in range(args.rounds):
+            before = sidecar_totals(sidecar)
             lat, w = await sidecar_round(sidecar)
             side += lat
-            print(f"round {n + 1} sidecar only: p50 {pct(lat, 50):.2f} s, WER {w:.1%}")
+            after = sidecar_totals(sidecar)
+            print(
+                f"round {n + 1} sidecar only: p50 {pct(lat, 50):.2f} s, WER {w:.1%}; "
+                + sidecar_split(before, after)
+            )
             lat, summary = await room_round(server, sidecar, args.interims == "on")
             room += lat
-            print(f"round {n + 1} room: p50 {pct(lat, 50):.2f} s  ({summary})")
+            print(
+                f"round {n + 1} room: p50 {pct(lat, 50):.2f} s  ({summary}); "
+                + sidecar_split(after, sidecar_totals(sidecar))
+            )
     finally:
         sidecar.stop()
         if local is not None:

@@ -12,6 +12,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.utils import available_models, download_model
 
 from .packaged_models import PACKAGED_MODELS, PackagedModelError, packaged_model_dir
+from .whisper_model import WhisperModelEncodingOnce
 
 logger = logging.getLogger("stt_sidecar.model")
 
@@ -119,7 +120,7 @@ def load_whisper_model(
 ) -> WhisperModel:
     """Load the model (blocking: call it from an executor)."""
     try:
-        return WhisperModel(
+        return WhisperModelEncodingOnce(
             source.path,
             device=device,
             compute_type=compute_type,

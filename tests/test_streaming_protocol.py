@@ -54,6 +54,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         ('{"type": "config", "channels": 6}', "invalid_config"),
         ('{"type": "config", "language": "klingon"}', "invalid_config"),
         ('{"type": "config", "language": "de"}', "invalid_config"),  # tiny.en is English-only
+        ('{"type": "config", "language": ["en", "de"]}', "invalid_config"),
+        ('{"type": "config", "language": []}', "invalid_config"),
         ('{"type": "config", "task": "translate"}', "invalid_config"),
         ('{"type": "config", "interim_results": "yes"}', "invalid_config"),
         ('{"type": "config", "prompt": 42}', "invalid_config"),

@@ -47,7 +47,8 @@ class ProtocolViolation(Exception):
 
 @dataclass(frozen=True)
 class StreamConfig:
-    language: str | None = "en"
+    language: str | None = "en"  # None: detected per utterance
+    allowed_languages: tuple[str, ...] = ()  # when detecting: only these (empty: any)
     sample_rate: int = SAMPLE_RATE
     channels: int = 1
     task: str = "transcribe"
@@ -88,12 +89,13 @@ def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
     def bad(key: str, why: str) -> ProtocolViolation:
         return ProtocolViolation(INVALID_CONFIG, f"config.{key}: {why}")
 
-    language = message.get("language", "en")
-    unknown_language = bad("language", "must be null (detect) or a Whisper language code like 'en'")
-    if language is not None and not isinstance(language, str):
-        raise unknown_language
+    unknown_language = bad(
+        "language",
+        "must be a Whisper language code like 'en', null or 'auto' (detect), "
+        "or a list of codes to detect among",
+    )
     try:
-        language = languages.resolve(language)
+        choice = languages.choose(message.get("language"))
     except LanguageRejected as exc:
         if exc.reason == "english_only":
             raise bad("language", "this model is English-only") from None
@@ -127,7 +129,8 @@ def parse_config(raw: str, *, languages: Languages) -> StreamConfig:
         raise bad("prompt", f"must be null or a string of at most {MAX_PROMPT_CHARS} characters")
 
     return StreamConfig(
-        language=language,
+        language=choice.language,
+        allowed_languages=choice.allowed,
         sample_rate=sample_rate,
         channels=channels,
         task=task,
@@ -181,7 +184,7 @@ def speech_ended(utterance_id: int, end: float) -> dict[str, Any]:
 
 
 def interim(
-    utterance_id: int, text: str, stable_text: str, start: float, end: float
+    utterance_id: int, text: str, stable_text: str, start: float, end: float, language: str
 ) -> dict[str, Any]:
     return {
         "type": "interim",
@@ -190,6 +193,7 @@ def interim(
         "stable_text": stable_text,
         "start": _t(start),
         "end": _t(end),
+        "language": language,
     }
 
 

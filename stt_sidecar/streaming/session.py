@@ -32,6 +32,7 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .interims import interim_due, interim_interval
+from .language_detection import transcribe_in_allowed_language
 from .transcripts import (
     FinalText,
     StableText,
@@ -258,8 +259,13 @@ class StreamSession:
     async def _run_final_decode(
         self, audio: np.ndarray, offset: float, speech_start: float, speech_end: float
     ) -> FinalText | None:
-        result = await self._scheduler.transcribe(
-            audio, self._final_options, Priority.FINAL, owner=self.id
+        result = await transcribe_in_allowed_language(
+            self._scheduler,
+            audio,
+            self._final_options,
+            self.config.allowed_languages,
+            Priority.FINAL,
+            owner=self.id,
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         return shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
@@ -492,9 +498,11 @@ class StreamSession:
             utterance.interim_at = self._buffer.end
             audio = self._buffer.slice(utterance.start, self._buffer.end)
             decode = asyncio.create_task(
-                self._scheduler.transcribe(
+                transcribe_in_allowed_language(
+                    self._scheduler,
                     audio,
                     self._interim_options,
+                    self.config.allowed_languages,
                     Priority.INTERIM,
                     owner=self.id,
                     encoder_window_s=max(INTERIM_MIN_WINDOW_S, audio.size / SAMPLE_RATE + 1.0),
@@ -529,6 +537,7 @@ class StreamSession:
                 stable,
                 _seconds(utterance.onset),
                 _seconds(utterance.start + audio.size),
+                result.info.language,
             )
             self._wake_sender.set()
 

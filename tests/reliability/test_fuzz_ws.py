@@ -59,7 +59,7 @@ SQUATTERS = 0.015  # share of sessions that never send a config
 
 VALID_RATES = (8000, 16000, 22050, 44100, 48000)
 BAD_VALUES: dict[str, list[Any]] = {
-    "language": ["klingon", 5, "", ["en"], "de", "EN"],
+    "language": ["klingon", 5, "", ["en", "de"], [], "de", "EN"],
     "sample_rate": [7999, 48001, 0, -16000, 16000.5, "16000", True, None, 10**30],
     "encoding": ["opus", None, 1, "PCM_S16LE"],
     "channels": [0, 3, 1.0, "1", True, -1],

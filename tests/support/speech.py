@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 from stt_sidecar.replay import load_pcm16
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+MULTILINGUAL = DATA / "multilingual"
 
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen \
 fifteen sixteen seventeen eighteen nineteen".split()
@@ -39,12 +41,35 @@ def normalize(text: str) -> str:
     return " ".join(words)
 
 
-def wer(reference: str | list[str], hypothesis: str | list[str]) -> float:
-    """Word error rate after `normalize` on both sides (lists are scored as one corpus)."""
+# Digits as the recordings say them (the references write some numbers as digits).
+_DIGIT_WORDS = {
+    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve diez".split(),
+    "fr": "zero un deux trois quatre cinq six sept huit neuf dix".split(),
+    "it": "zero uno due tre quattro cinque sei sette otto nove dieci".split(),
+}
+
+
+def normalize_any(text: str, language: str) -> str:
+    """`normalize` for English; for other languages lowercase, no diacritics (the Spanish
+    references write most words without accents), digits up to ten as words, apostrophes and
+    hyphens split words, no punctuation."""
+    if language == "en":
+        return normalize(text)
+    text = unicodedata.normalize("NFKD", text.lower())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    words = _DIGIT_WORDS.get(language, [])
+    text = re.sub(
+        r"\d+", lambda m: words[int(m.group())] if int(m.group()) < len(words) else m.group(), text
+    )
+    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+
+
+def wer(reference: str | list[str], hypothesis: str | list[str], *, language: str = "en") -> float:
+    """Word error rate after normalizing both sides (lists are scored as one corpus)."""
     refs = [reference] if isinstance(reference, str) else reference
     hyps = [hypothesis] if isinstance(hypothesis, str) else hypothesis
-    refs = [normalize(r) or "<empty>" for r in refs]
-    hyps = [normalize(h) for h in hyps]
+    refs = [normalize_any(r, language) or "<empty>" for r in refs]
+    hyps = [normalize_any(h, language) for h in hyps]
     return jiwer.wer(refs, hyps)
 
 
@@ -64,6 +89,25 @@ def clips() -> tuple[Clip, ...]:
 
 def clip(name: str) -> Clip:
     return next(c for c in clips() if c.name == name)
+
+
+@dataclass(frozen=True)
+class LanguageClip(Clip):
+    language: str
+
+
+@cache
+def multilingual_clips() -> tuple[LanguageClip, ...]:
+    """Recorded speech in other languages (tests/data/multilingual/README.md): 8 kHz WAV."""
+    lines = (MULTILINGUAL / "transcripts.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    return tuple(
+        LanguageClip(r["audio"], MULTILINGUAL / r["audio"], r["text"], r["language"]) for r in rows
+    )
+
+
+def multilingual_clip(name: str) -> LanguageClip:
+    return next(c for c in multilingual_clips() if c.name == name)
 
 
 @cache

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 from livekit.agents import APIConnectOptions
 from livekit.plugins import custom_stt
-from livekit.plugins.custom_stt._protocol import language_param
+from livekit.plugins.custom_stt._protocol import (
+    language_param,
+    requested_language,
+    single_language,
+)
 
 
 def test_defaults_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,6 +113,27 @@ def test_stream_config_has_exactly_the_protocol_keys() -> None:
 )
 def test_language_param_is_the_base_code(language: str | None, param: str | None) -> None:
     assert language_param(language) == param
+
+
+@pytest.mark.parametrize(
+    ("language", "param", "batch", "reported"),
+    [
+        ("auto", None, None, None),  # detection, spelled as the sidecar does
+        ("multi", None, None, None),  # ... and as other LiveKit STT plugins do
+        (["en-US", "german", "en"], ["en", "de"], None, None),  # detect among these
+        (("fr-CA",), "fr", "fr", "fr"),  # one language in a list is that language
+        (["auto"], None, None, None),
+        ("de-AT", "de", "de", "de-AT"),
+    ],
+)
+def test_language_option_takes_a_code_a_list_or_detection(
+    language: object, param: object, batch: str | None, reported: str | None
+) -> None:
+    assert language_param(language) == param  # type: ignore[arg-type]
+    assert single_language(language) == batch  # type: ignore[arg-type]
+    assert requested_language(language) == reported  # type: ignore[arg-type]
+    engine = custom_stt.STT(base_url="http://127.0.0.1:1", language=language)  # type: ignore[arg-type]
+    assert engine._opts.stream_config()["language"] == param
 
 
 def test_constructor_arguments_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,7 +39,7 @@ def violation(languages: Languages = MULTILINGUAL, **fields: Any) -> str:
 def test_defaults() -> None:
     parsed = config()
     assert (parsed.language, parsed.sample_rate, parsed.channels, parsed.task) == (
-        "en",
+        None,  # a multilingual model detects; an English-only one hears English
         16000,
         1,
         "transcribe",
@@ -56,6 +56,20 @@ def test_language_rule() -> None:
     assert "Whisper language code" in violation(language=5)
     assert "English-only" in violation(ENGLISH_ONLY, language="de")
     assert "Whisper language code" in violation(ENGLISH_ONLY, language="xx")
+    assert config(ENGLISH_ONLY).language == "en"
+    assert config(language="auto").language is None
+    assert config(ENGLISH_ONLY, language="auto").language == "en"
+
+
+def test_a_list_of_languages_restricts_detection() -> None:
+    parsed = config(language=["de", "fr", "de"])
+    assert (parsed.language, parsed.allowed_languages) == (None, ("de", "fr"))
+    assert config(language=["fr"]).language == "fr"  # one language: nothing to detect
+    assert config().allowed_languages == ()
+    assert config(ENGLISH_ONLY, language=["en", "en"]).language == "en"
+    assert "English-only" in violation(ENGLISH_ONLY, language=["en", "de"])
+    for bad in ([], ["de", "xx"], ["de", 5], ["de", "auto"], ["de"] * 101, {"de": 1}):
+        assert "list of codes" in violation(language=bad), bad
 
 
 def test_task_rule() -> None:

@@ -207,3 +207,65 @@ async def test_no_interim_decodes_a_pause() -> None:
     assert len(ends) >= 2
     assert not [e for e in ends if 1.95 + late < e <= 2.35]
     assert not [e for e in ends if e > 3.5 + late]
+
+
+@dataclass
+class LanguageScheduler(FakeScheduler):
+    """Detects `detected` (with German second) unless told a language; records the languages."""
+
+    detected: str = "en"
+    asked: list[str | None] = field(default_factory=list)
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        priority: Priority,
+        *,
+        owner: Any = None,
+        encoder_window_s: float | None = None,
+    ) -> DecodeResult:
+        self.asked.append(options["language"])
+        result = await super().transcribe(
+            audio, options, priority, owner=owner, encoder_window_s=encoder_window_s
+        )
+        language = options["language"] or self.detected
+        probs = [(self.detected, 0.6), ("de", 0.3), ("fr", 0.1)]
+        result.info = SimpleNamespace(language=language, all_language_probs=probs)
+        return result
+
+
+@pytest.mark.parametrize(
+    ("allowed", "detected", "asked", "reported"),
+    [
+        ((), "it", [None], "it"),  # no restriction: what was detected
+        (("fr", "it"), "it", [None], "it"),  # detected an allowed one: one decode
+        (("fr", "de"), "it", [None, "de"], "de"),  # a miss: again in the likeliest allowed one
+    ],
+)
+async def test_finals_are_decoded_in_an_allowed_language(
+    allowed: tuple[str, ...], detected: str, asked: list[str | None], reported: str
+) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scheduler = LanguageScheduler(detected=detected)
+    session = StreamSession(
+        "s1",
+        protocol.StreamConfig(language=None, allowed_languages=allowed, interim_results=False),
+        scheduler=scheduler,
+        settings=SidecarSettings(),
+        metrics=SidecarMetrics(),
+        send=send,
+        vad=LoudnessVAD(),
+    )
+    data = (np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(1.0, 0)]) * 32768).astype("<i2")
+    for begin in range(0, data.size, FRAME):
+        session.feed(data[begin : begin + FRAME].tobytes())
+        await asyncio.sleep(0)
+    await session.finish(protocol.closed())
+    (final,) = [m for m in sent if m["type"] == "final"]
+    assert final["language"] == reported
+    assert scheduler.asked == asked

@@ -6,13 +6,14 @@ Usage: ``AgentSession(stt=custom_stt.STT())`` with the sidecar running (``python
 from livekit.agents import Plugin
 
 from .log import logger
-from .models import STTLanguages, STTModels, STTTasks
+from .models import STTLanguageOption, STTLanguages, STTModels, STTTasks
 from .stt import DEFAULT_CONN_OPTIONS, STT, SpeechStream, STTOptions
 from .version import __version__
 
 __all__ = [
     "DEFAULT_CONN_OPTIONS",
     "STT",
+    "STTLanguageOption",
     "STTLanguages",
     "STTModels",
     "STTOptions",

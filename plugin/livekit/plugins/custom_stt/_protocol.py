@@ -7,6 +7,7 @@ message; no state. Unit-tested in ``tests/unit/test_plugin_options.py``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -29,13 +30,44 @@ KEEPALIVE_S = 10.0
 _CLOSE_TYPES = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
-def language_param(language: str | None) -> str | None:
-    """The base code Whisper takes (``en`` from ``en-US`` or ``english``); None detects."""
-    return LanguageCode(language).language if language else None
+DETECT = frozenset({"auto", "multi"})
+"""Spellings of "detect the language" (``multi`` is what other LiveKit STT plugins use)."""
+
+
+def _base_code(language: str | None) -> str | None:
+    if not language or language.lower() in DETECT:
+        return None
+    return LanguageCode(language).language
+
+
+def language_param(language: str | Sequence[str] | None) -> str | list[str] | None:
+    """The stream config's ``language``: the base code Whisper takes (``en`` from ``en-US`` or
+    ``english``), a list of such codes to detect among, or None to detect any language."""
+    if language is None or isinstance(language, str):
+        return _base_code(language)
+    codes = list(dict.fromkeys(c for c in map(_base_code, language) if c))
+    if not codes:
+        return None
+    return codes[0] if len(codes) == 1 else codes
+
+
+def single_language(language: str | Sequence[str] | None) -> str | None:
+    """One code, or None when detecting: what batch requests send (they take no list, so a
+    list detects among every language there) and what results fall back to."""
+    param = language_param(language)
+    return param if isinstance(param, str) else None
+
+
+def requested_language(language: str | Sequence[str] | None) -> str | None:
+    """What results report when a message names no language: the code as the caller spelled
+    it (``en-US`` stays ``en-US``), or None when detecting."""
+    if isinstance(language, str):
+        return language if _base_code(language) else None
+    return single_language(language)
 
 
 def config_message(
-    *, language: str | None, task: str, interim_results: bool, prompt: str | None
+    *, language: str | Sequence[str] | None, task: str, interim_results: bool, prompt: str | None
 ) -> dict[str, Any]:
     """The first message of a stream; exactly the keys the protocol defines."""
     return {

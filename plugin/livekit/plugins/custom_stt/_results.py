@@ -49,9 +49,10 @@ def timed_words(words: list[dict[str, Any]], offset: float) -> list[TimedString]
 def speech_data_from_interim(
     data: dict[str, Any], *, offset: float, language: str | None
 ) -> stt.SpeechData:
-    """SpeechData from an ``interim`` message (no words, no confidence; missing times are 0)."""
+    """SpeechData from an ``interim`` message (no words, no confidence; missing times are 0);
+    the language it was decoded in wins over the requested one."""
     return stt.SpeechData(
-        language=LanguageCode(language or ""),
+        language=LanguageCode(data.get("language") or language or ""),
         text=str(data.get("text", "")).strip(),
         start_time=offset + float(data.get("start") or 0.0),
         end_time=offset + float(data.get("end") or 0.0),

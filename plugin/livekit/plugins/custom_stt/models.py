@@ -6,12 +6,18 @@ language or task does not need a plugin release.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, TypeAlias
 
 STTLanguages = Literal[
     "en", "de", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "sv", "tr", "uk", "zh"
 ]
 """Languages Whisper handles well. English-only models (``*.en``) accept only ``"en"``."""
+
+STTLanguageOption: TypeAlias = STTLanguages | str | Sequence[STTLanguages | str] | None
+"""The ``language`` option: a code (``"de"``, ``"de-DE"``, ``"german"``); ``None``, ``"auto"``
+or ``"multi"`` to detect the language of each utterance; or a list of codes to detect among.
+Detection needs a multilingual model (``STT_MODEL=base``)."""
 
 STTTasks = Literal["transcribe", "translate"]
 """``translate`` asks a multilingual model for English text; ``*.en`` models only transcribe."""

@@ -45,14 +45,15 @@ from ._protocol import (
     KEEPALIVE_MSG,
     KEEPALIVE_S,
     config_message,
-    language_param,
     parse_message,
+    requested_language,
+    single_language,
 )
 from ._protocol import SAMPLE_RATE as SAMPLE_RATE
 from ._replay import Entry, ReplayBuffer
 from ._results import speech_data_from_final, speech_data_from_interim, speech_data_from_verbose
 from .log import logger
-from .models import STTLanguages, STTModels, STTTasks
+from .models import STTLanguageOption, STTModels, STTTasks
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8765"
 DEFAULT_MAX_REPLAY_S = 30.0
@@ -71,7 +72,8 @@ class STTOptions:
     Attributes:
         base_url: The sidecar's HTTP root, e.g. ``http://127.0.0.1:8765``.
         api_key: Sent as ``Authorization: Bearer``; ``None`` when the sidecar has no key.
-        language: Language code, or ``None`` to let the model detect it.
+        language: Language code; ``None`` (or ``"auto"``/``"multi"``) to detect each
+            utterance's language; or a list of codes to detect among.
         interim_results: Whether streams ask for interim transcripts.
         task: ``"transcribe"`` or ``"translate"`` (to English, multilingual models only).
         prompt: Text that biases decoding (names, jargon), or ``None``.
@@ -80,7 +82,7 @@ class STTOptions:
 
     base_url: str
     api_key: str | None
-    language: str | None
+    language: STTLanguageOption
     interim_results: bool
     task: STTTasks | str
     prompt: str | None
@@ -118,7 +120,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         *,
         base_url: NotGivenOr[str] = NOT_GIVEN,
         api_key: NotGivenOr[str | None] = NOT_GIVEN,
-        language: STTLanguages | str | None = "en",
+        language: STTLanguageOption = "en",
         interim_results: bool = True,
         task: STTTasks | str = "transcribe",
         prompt: str | None = None,
@@ -133,7 +135,11 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             base_url: The sidecar's HTTP root. Defaults to env ``CUSTOM_STT_URL``, else
                 ``http://127.0.0.1:8765``.
             api_key: Bearer token. Defaults to env ``STT_API_KEY``; unset or empty sends none.
-            language: Language code (default ``"en"``); ``None`` lets the model detect it.
+            language: Language code (default ``"en"``). ``None``, ``"auto"`` or ``"multi"``
+                detects the language of each utterance, and a list (``["en", "de"]``) detects
+                among those only (streams; a batch request with a list detects freely). Both
+                need a multilingual model on the sidecar (``STT_MODEL=base``). Finals carry
+                the language heard in ``SpeechData.language``.
             interim_results: Ask streams for interim transcripts (default True).
             task: ``"transcribe"`` (default) or ``"translate"``.
             prompt: Optional text to bias decoding (default None).
@@ -237,7 +243,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         conn_options: APIConnectOptions,
     ) -> stt.SpeechEvent:
         opts = self._opts
-        lang = language if is_given(language) else opts.language
+        requested = language if is_given(language) else opts.language
+        lang = single_language(requested)
         frame = rtc.combine_audio_frames(buffer)
         duration = frame.samples_per_channel / frame.sample_rate if frame.sample_rate else 0.0
 
@@ -250,8 +257,8 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         form.add_field("response_format", "verbose_json")
         form.add_field("timestamp_granularities[]", "word")
         form.add_field("timestamp_granularities[]", "segment")
-        if language_param(lang):
-            form.add_field("language", language_param(lang))
+        if lang:
+            form.add_field("language", lang)
         if opts.prompt:
             form.add_field("prompt", opts.prompt)
         path = "/v1/audio/translations" if opts.task == "translate" else "/v1/audio/transcriptions"
@@ -288,19 +295,22 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=request_id or "",
-            alternatives=[speech_data_from_verbose(data, fallback_language=lang)],
+            alternatives=[
+                speech_data_from_verbose(data, fallback_language=requested_language(requested))
+            ],
         )
 
     def stream(
         self,
         *,
-        language: NotGivenOr[str | None] = NOT_GIVEN,
+        language: NotGivenOr[STTLanguageOption] = NOT_GIVEN,
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> SpeechStream:
         """Open a streaming recognizer.
 
         Args:
-            language: This stream's language (``None`` detects); defaults to the STT's.
+            language: This stream's language (a code, ``None`` to detect, or a list to detect
+                among); defaults to the STT's.
             conn_options: Retry policy; the framework default is replaced by the STT's.
 
         Returns:
@@ -321,7 +331,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
     def update_options(
         self,
         *,
-        language: NotGivenOr[str | None] = NOT_GIVEN,
+        language: NotGivenOr[STTLanguageOption] = NOT_GIVEN,
         interim_results: NotGivenOr[bool] = NOT_GIVEN,
         task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
         prompt: NotGivenOr[str | None] = NOT_GIVEN,
@@ -332,7 +342,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
         new config (the protocol has no in-band reconfigure), so nothing is lost.
 
         Args:
-            language: Language code, or ``None`` to detect.
+            language: Language code, ``None`` to detect, or a list of codes to detect among.
             interim_results: Whether to ask for interim transcripts.
             task: ``"transcribe"`` or ``"translate"``.
             prompt: Decoding prompt, or ``None`` to clear it.
@@ -405,7 +415,7 @@ class SpeechStream(stt.RecognizeStream):
     def update_options(
         self,
         *,
-        language: NotGivenOr[str | None] = NOT_GIVEN,
+        language: NotGivenOr[STTLanguageOption] = NOT_GIVEN,
         interim_results: NotGivenOr[bool] = NOT_GIVEN,
         task: NotGivenOr[STTTasks | str] = NOT_GIVEN,
         prompt: NotGivenOr[str | None] = NOT_GIVEN,
@@ -413,7 +423,7 @@ class SpeechStream(stt.RecognizeStream):
         """Change this stream's options; reconnects (losslessly) only on a real change.
 
         Args:
-            language: Language code, or ``None`` to detect.
+            language: Language code, ``None`` to detect, or a list of codes to detect among.
             interim_results: Whether to ask for interim transcripts.
             task: ``"transcribe"`` or ``"translate"``.
             prompt: Decoding prompt, or ``None`` to clear it.
@@ -661,7 +671,9 @@ class SpeechStream(stt.RecognizeStream):
             conn.open.setdefault(uid, False)
             if str(data.get("text", "")).strip():
                 speech = speech_data_from_interim(
-                    data, offset=self._seconds(conn, 0.0), language=self._opts.language
+                    data,
+                    offset=self._seconds(conn, 0.0),
+                    language=requested_language(self._opts.language),
                 )
                 self._start_speaking()
                 self._event_ch.send_nowait(
@@ -710,7 +722,9 @@ class SpeechStream(stt.RecognizeStream):
         text = str(data.get("text", "")).strip()
         if text:
             speech = speech_data_from_final(
-                data, offset=self._seconds(conn, 0.0), fallback_language=self._opts.language
+                data,
+                offset=self._seconds(conn, 0.0),
+                fallback_language=requested_language(self._opts.language),
             )
             self._start_speaking()
             self._event_ch.send_nowait(
