@@ -9,7 +9,7 @@ EXTRAS ?=
 # Re-install only when a project file that declares dependencies changed (or EXTRAS did).
 STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: install run sidecar agent test test-fast test-live lint typecheck bench bench-batch bench-stream bench-flood bench-soak clean
+.PHONY: install run sidecar agent test test-fast test-live lint typecheck bench bench-batch bench-stream bench-capacity bench-flood bench-soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ bench-batch: install
 
 bench-stream: install
 	$(PY) bench/stream.py tests/data/conversation.wav --streams 1,4,8
+
+# Turn-taking and synchronized streams up to 32; add --baseline PYTHONPATH=<other checkout>.
+bench-capacity: install
+	$(PY) bench/stream.py tests/data/conversation.wav --modes sync,turns --streams 1,4,8,16,24,32
 
 bench-flood: install
 	$(PY) bench/flood.py tests/data/conversation.wav --streams 1 --rounds 2

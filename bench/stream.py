@@ -1,22 +1,35 @@
 """Streaming benchmark: N concurrent real-time WebSocket streams against the sidecar.
 
     python bench/stream.py tests/data/conversation.wav --streams 1,4,8
+    python bench/stream.py tests/data/conversation.wav --modes sync,turns \
+        --streams 1,4,8,16,24,32 --baseline PYTHONPATH=/work/main
 
 AUDIO comes with a timing JSON (default: AUDIO with .json; the format of
 shared/speech/conversation.json: utterances with start/end, speech_start/speech_end, text).
-Each of the N clients replays the file at real-time pace in 20 ms frames, all at once (the
-worst case: every stream's utterances end together). Printed per N, beside a baseline measured
-in the same run ("endpoint + batch": wait STT_ENDPOINT_SILENCE_MS of silence, then send the
-utterance to the batch endpoint, one at a time):
+Each of the N clients replays audio at real-time pace in 20 ms frames, all connected at once:
+
+- `sync`: every client sends the file from its start (the worst case: every stream's
+  utterances end together);
+- `turns`: people taking turns. Each client's audio is the file followed by silence, so that
+  it speaks `--talk-share` of the time (0.5: two people in turn), turned around a seeded random
+  point in one of its pauses (`--seed`): every client streams for the whole run, and their
+  utterances start and end at unrelated moments.
+
+`--baseline NAME=VALUE` starts a second sidecar with those settings (e.g. another checkout on
+PYTHONPATH) and runs every row on both, one after the other, so the two are compared under the
+same machine load. Printed per mode and N, beside a baseline measured in the same run
+("endpoint + batch": wait STT_ENDPOINT_SILENCE_MS of silence, then send the utterance to the
+batch endpoint, one at a time):
 
 - final latency from the true end of speech (p50 / p95 / max) -- the time the last final of an
   utterance arrived, minus its `speech_end`
 - first-interim latency from the true start of speech (p50 / p95)
 - WER against the references, and against batch transcripts of the same utterances
-- utterances lost (no final), interims sent and dropped
-- sidecar CPU seconds per second of audio, and its peak RSS
+- utterances lost (no final), streams refused (1013 `overloaded`), interims sent and dropped
+- sidecar CPU seconds per second of audio streamed, and its peak RSS
+- per sidecar and mode, the largest N whose final p95 is at most 1.0 s with nothing lost
 
-`--protocol realtime` runs every N twice in the same run, over `/v1/stream` and then over
+`--protocol realtime` runs every row twice in the same run, over `/v1/stream` and then over
 `/v1/realtime` (OpenAI's Realtime transcription: 24 kHz PCM in base64 appends, events mapped
 back to finals; "interims" counts deltas), so the two protocols' rows sit side by side.
 """
@@ -27,7 +40,10 @@ import argparse
 import asyncio
 import io
 import json
+import os
+import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +155,171 @@ def analyse(result: ReplayResult, utterances: list[dict[str, Any]]) -> dict[str,
     }
 
 
+@dataclass
+class StreamPlan:
+    """One client's audio and the reference utterances in it (times in its own audio)."""
+
+    audio: np.ndarray
+    utterances: list[dict[str, Any]]
+
+
+def silent_spans(utterances: list[dict[str, Any]], total: float) -> list[tuple[float, float]]:
+    """Spans of [0, total) outside every utterance clip (`start`..`end`), 0.1 s in from each."""
+    spans, cursor = [], 0.0
+    for u in sorted(utterances, key=lambda u: u["start"]):
+        spans.append((cursor + 0.1, u["start"] - 0.1))
+        cursor = u["end"]
+    spans.append((cursor + 0.1, total - 0.1))
+    return [(a, b) for a, b in spans if b > a]
+
+
+def turn_taking_plan(
+    audio: np.ndarray, rate: int, utterances: list[dict[str, Any]], talk_share: float, rng
+) -> StreamPlan:
+    """The file then silence (the file is `talk_share` of it), turned around a random point
+    of a pause, so no utterance is cut and the timing stays exact."""
+    duration = len(audio) / rate
+    total = duration / talk_share
+    padded = np.concatenate(
+        [audio, np.zeros((round((total - duration) * rate), audio.shape[1]), audio.dtype)]
+    )
+    spans = silent_spans(utterances, len(padded) / rate)
+    weights = [b - a for a, b in spans]
+    a, b = rng.choices(spans, weights=weights)[0]
+    cut = rng.uniform(a, b)
+    shift = len(padded) / rate - cut  # where the old time 0 lands
+    turned = []
+    for u in utterances:
+        moved = dict(u)
+        delta = -cut if u["start"] >= cut else shift
+        for key in ("start", "end", "speech_start", "speech_end"):
+            moved[key] = u[key] + delta
+        turned.append(moved)
+    turned.sort(key=lambda u: u["start"])
+    return StreamPlan(np.roll(padded, -round(cut * rate), axis=0), turned)
+
+
+def plans(args, audio: np.ndarray, rate: int, utterances, mode: str, n: int) -> list[StreamPlan]:
+    if mode == "sync":
+        return [StreamPlan(audio, utterances)] * n
+    rng = random.Random(f"{args.seed}-{n}")
+    return [turn_taking_plan(audio, rate, utterances, args.talk_share, rng) for _ in range(n)]
+
+
+async def replay_or_empty(
+    protocol: str, base: str, audio: np.ndarray, rate: int, **kwargs: Any
+) -> ReplayResult:
+    """One client over `protocol`, or an empty result when the connection broke (an
+    overloaded server that stopped answering pings): its utterances then count as lost."""
+    try:
+        if protocol == "realtime":
+            mono16k = audio[:, 0] if audio.ndim > 1 else audio
+            return as_stream_result(await replay_realtime(base, mono16k, **kwargs))
+        return await replay(base.replace("http", "ws", 1) + "/v1/stream", audio, rate, **kwargs)
+    except (aiohttp.ClientError, TimeoutError):
+        return ReplayResult()
+
+
+@dataclass
+class Server:
+    label: str
+    base: str
+    pid: int | None
+    process: SidecarProcess | None = None
+
+
+async def measure(
+    http: aiohttp.ClientSession,
+    server: Server,
+    streams: list[StreamPlan],
+    rate: int,
+    batch_hyps: list[str],
+    utterances: list[dict[str, Any]],
+    args: argparse.Namespace,
+    headers,
+    protocol: str = "stream",
+) -> dict[str, Any]:
+    """One row: N clients on one sidecar, over `/v1/stream` or `/v1/realtime`."""
+    dropped_before = await metric_value(http, server.base, "stt_interims_dropped_total", headers)
+    sampler = ResourceSampler(server.pid)
+    cpu_before = sampler.cpu_seconds()
+    with sampler:
+        results = await asyncio.gather(
+            *(
+                replay_or_empty(
+                    protocol,
+                    server.base,
+                    plan.audio,
+                    rate,
+                    speed=1.0,
+                    api_key=args.api_key,
+                    session=http,
+                    timeout=300,
+                )
+                for plan in streams
+            )
+        )
+    cpu = sampler.cpu_seconds() - cpu_before
+    if args.show_decode_times:
+        async with http.get(server.base + "/metrics", headers=headers) as r:
+            lines = (await r.text()).splitlines()
+        print(
+            "\n".join(
+                x
+                for x in lines
+                if x.startswith("stt_decode_seconds_") and ("_sum" in x or "_count" in x)
+            )
+        )
+    dropped = (
+        await metric_value(http, server.base, "stt_interims_dropped_total", headers)
+        - dropped_before
+    )
+    admitted = [(r, p) for r, p in zip(results, streams, strict=True) if not r.of_type("error")]
+    refused = len(results) - len(admitted)
+    stats = [analyse(r, p.utterances) for r, p in admitted]
+    lat = [x for st in stats for x in st["latencies"]]
+    refs = [u["text"] for _, p in admitted for u in p.utterances]
+    order = {u["text"]: i for i, u in enumerate(utterances)}
+    batch_refs = [batch_hyps[order[u["text"]]] for _, p in admitted for u in p.utterances]
+    hyps = [h for st in stats for h in st["hyps"]]
+    audio_seconds = sum(len(p.audio) / rate for _, p in admitted)
+    return {
+        "lat": lat,
+        "first": [x for st in stats for x in st["first_interims"]],
+        "wer": wer(refs, hyps) if refs else float("nan"),
+        "wer_batch": wer(batch_refs, hyps) if refs else float("nan"),
+        "lost": sum(st["lost"] for st in stats),
+        "refused": refused,
+        "extra": sum(st["extra_finals"] for st in stats),
+        "interims": sum(st["interims"] for st in stats),
+        "dropped": dropped,
+        "cpu": cpu / audio_seconds if audio_seconds else float("nan"),
+        "rss": sampler.peak_rss,
+    }
+
+
+HEADER = (
+    f"{'sidecar':<9} {'mode':<5} {'streams':>7} {'final p50':>9} {'p95':>6} {'max':>6} "
+    f"{'1st-int p50':>11} {'WER':>6} {'vs batch':>8} {'lost':>5} {'refused':>7} {'extra':>5} "
+    f"{'interims':>8} {'dropped':>7} {'cpu/audio':>9} {'RSS MiB':>8} {'load 1m':>7}"
+)
+
+
+def format_row(label: str, mode: str, n: int, r: dict[str, Any]) -> str:
+    lat = r["lat"]
+    return (
+        f"{label:<9} {mode:<5} {n:>7} {pct(lat, 50):>8.2f}s {pct(lat, 95):>5.2f}s "
+        f"{max(lat, default=float('nan')):>5.2f}s {pct(r['first'], 50):>10.2f}s "
+        f"{r['wer']:>6.3f} {r['wer_batch']:>8.3f} {r['lost']:>5} {r['refused']:>7} "
+        f"{r['extra']:>5} {r['interims']:>8} {r['dropped']:>7.0f} {r['cpu']:>9.3f} "
+        f"{r['rss']:>8.0f} {os.getloadavg()[0]:>7.2f}"
+    )
+
+
+def holds(r: dict[str, Any], limit: float = 1.0) -> bool:
+    return bool(r["lat"]) and pct(r["lat"], 95) <= limit and r["lost"] == 0 and not r["refused"]
+
+
 async def run(args: argparse.Namespace) -> None:
     audio_path = Path(args.audio)
     timing_path = Path(args.timing or audio_path.with_suffix(".json"))
@@ -148,18 +329,23 @@ async def run(args: argparse.Namespace) -> None:
     audio, rate = load_pcm16(audio_path)
     duration = len(audio) / rate
 
-    sidecar = None
+    servers: list[Server] = []
     if args.url:
-        base = args.url.rstrip("/")
-        pid = None
+        servers.append(Server("given", args.url.rstrip("/"), None))
     else:
-        env = {"STT_MAX_STREAMS": str(max(args.streams) * 2), **dict(args.sidecar_env)}
-        sidecar = SidecarProcess(**env).start()
-        base, pid = sidecar.url, sidecar.proc.pid
-    ws_url = base.replace("http", "ws", 1) + "/v1/stream"
+        # Past the largest N, so the bench measures latency rather than admission.
+        env = {"STT_MAX_STREAMS": str(max(args.streams) * 2)}
+        if args.baseline:
+            process = SidecarProcess(**env, **dict(args.baseline)).start(timeout=120)
+            servers.append(Server("baseline", process.url, process.proc.pid, process))
+        process = SidecarProcess(**env, **dict(args.sidecar_env)).start(timeout=120)
+        servers.append(Server("this", process.url, process.proc.pid, process))
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else None
+    rows: list[str] = []
+    results: dict[tuple[str, str, int], dict[str, Any]] = {}
     try:
         async with aiohttp.ClientSession() as http:
+            base = servers[-1].base
             batch_hyps, batch_times = await batch_transcripts(
                 http, base, audio, rate, utterances, headers
             )
@@ -169,89 +355,49 @@ async def run(args: argparse.Namespace) -> None:
             baseline = [endpoint_s + t for t in batch_times]
             print(
                 f"audio {audio_path.name}: {duration:.1f} s, {len(utterances)} utterances; "
-                f"model {ready['model']} {ready['device']}/{ready['compute_type']}"
+                f"model {ready['model']} {ready['device']}/{ready['compute_type']}; "
+                f"{os.cpu_count()} cores, load average {os.getloadavg()}"
             )
             print(
-                f"baseline endpoint+batch: latency p50 {pct(baseline, 50):.2f} s "
+                f"endpoint+batch: latency p50 {pct(baseline, 50):.2f} s "
                 f"p95 {pct(baseline, 95):.2f} s; batch WER {wer(refs, batch_hyps):.3f}"
             )
-            header = (
-                f"{'proto':>8} {'streams':>7} {'final p50':>9} {'p95':>6} {'max':>6} "
-                f"{'1st-int p50':>11} {'p95':>6} {'WER':>6} {'vs batch':>8} {'lost':>5} "
-                f"{'extra':>5} {'interims':>8} {'dropped':>7} {'cpu/audio':>9} {'RSS MiB':>8}"
-            )
-            print(header)
+            print(HEADER, flush=True)
             protocols = ["stream", "realtime"] if args.protocol == "realtime" else ["stream"]
-            for n, proto in ((n, p) for n in args.streams for p in protocols):
-                dropped_before = await metric_value(
-                    http, base, "stt_interims_dropped_total", headers
-                )
-                sampler = ResourceSampler(pid)
-                cpu_before = sampler.cpu_seconds()
-                with sampler:
-                    if proto == "stream":
-                        runs = (
-                            replay(
-                                ws_url,
-                                audio,
+            for mode in args.modes:
+                for n in args.streams:
+                    streams = plans(args, audio, rate, utterances, mode, n)
+                    for server in servers:
+                        for proto in protocols:
+                            label = server.label if proto == "stream" else f"{server.label}/rt"
+                            r = await measure(
+                                http,
+                                server,
+                                streams,
                                 rate,
-                                speed=1.0,
-                                api_key=args.api_key,
-                                session=http,
-                                timeout=300,
+                                batch_hyps,
+                                utterances,
+                                args,
+                                headers,
+                                proto,
                             )
-                            for _ in range(n)
-                        )
-                        results = await asyncio.gather(*runs)
-                    else:
-                        realtime_runs = (
-                            replay_realtime(
-                                base,
-                                audio[:, 0],
-                                speed=1.0,
-                                api_key=args.api_key,
-                                session=http,
-                                timeout=300,
-                            )
-                            for _ in range(n)
-                        )
-                        results = [
-                            as_stream_result(e) for e in await asyncio.gather(*realtime_runs)
-                        ]
-                cpu = sampler.cpu_seconds() - cpu_before
-                if args.show_decode_times:
-                    async with http.get(base + "/metrics", headers=headers) as r:
-                        lines = (await r.text()).splitlines()
-                    print(
-                        "\n".join(
-                            x
-                            for x in lines
-                            if x.startswith("stt_decode_seconds_")
-                            and ("_sum" in x or "_count" in x)
-                        )
-                    )
-                dropped = (
-                    await metric_value(http, base, "stt_interims_dropped_total", headers)
-                    - dropped_before
-                )
-                stats = [analyse(r, utterances) for r in results]
-                lat = [x for s in stats for x in s["latencies"]]
-                first = [x for s in stats for x in s["first_interims"]]
-                all_refs = refs * n
-                hyps = [h for s in stats for h in s["hyps"]]
-                print(
-                    f"{proto:>8} {n:>7} {pct(lat, 50):>8.2f}s {pct(lat, 95):>5.2f}s "
-                    f"{max(lat):>5.2f}s "
-                    f"{pct(first, 50):>10.2f}s {pct(first, 95):>5.2f}s "
-                    f"{wer(all_refs, hyps):>6.3f} {wer(batch_hyps * n, hyps):>8.3f} "
-                    f"{sum(s['lost'] for s in stats):>5} "
-                    f"{sum(s['extra_finals'] for s in stats):>5} "
-                    f"{sum(s['interims'] for s in stats):>8} {dropped:>7.0f} "
-                    f"{cpu / (duration * n):>9.3f} {sampler.peak_rss:>8.0f}"
-                )
+                            results[(label, mode, n)] = r
+                            rows.append(format_row(label, mode, n, r))
+                            print(rows[-1], flush=True)
     finally:
-        if sidecar:
-            sidecar.stop()
+        for server in servers:
+            if server.process:
+                server.process.stop()
+    print("\n" + HEADER)
+    print("\n".join(rows))
+    labels = dict.fromkeys(label for label, _, _ in results)
+    for label in labels:
+        for mode in args.modes:
+            held = [n for n in args.streams if holds(results[(label, mode, n)])]
+            print(
+                f"{label} {mode}: largest N with final p95 <= 1.0 s and nothing lost: "
+                f"{max(held) if held else 'none'}"
+            )
 
 
 def add_sidecar_env_option(parser: argparse.ArgumentParser) -> None:
@@ -281,13 +427,35 @@ def main() -> None:
         default=450,
         help="endpoint silence assumed by the baseline (STT_ENDPOINT_SILENCE_MS)",
     )
-    parser.add_argument("--show-decode-times", action="store_true")
+    parser.add_argument(
+        "--modes",
+        default=["sync"],
+        type=lambda s: s.split(","),
+        help="sync (all streams start together), turns (seeded random offsets), or both",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="turns: offsets' seed")
+    parser.add_argument(
+        "--talk-share",
+        type=float,
+        default=0.5,
+        help="turns: share of each stream's time that is the file (the rest is silence)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="also run every row on a second sidecar with these settings (repeatable), "
+        "e.g. PYTHONPATH=/path/to/another/checkout",
+    )
     parser.add_argument(
         "--protocol",
         choices=["stream", "realtime"],
         default="stream",
-        help="realtime: also run each N over /v1/realtime, beside /v1/stream",
+        help="realtime: also run each row over /v1/realtime, beside /v1/stream",
     )
+    parser.add_argument("--show-decode-times", action="store_true")
     add_sidecar_env_option(parser)
     asyncio.run(run(parser.parse_args()))
 

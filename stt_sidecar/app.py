@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from aiohttp import web
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .audio_format import SAMPLE_RATE
 from .auth import make_auth_middleware
 from .batch import add_batch_routes
+from .capacity import derive_max_streams
 from .config import SidecarSettings
 from .errors import error_middleware
 from .model import (
@@ -39,9 +41,14 @@ from .scheduler import (
 from .state import STATE, SidecarState
 from .streaming.handler import add_streaming_routes
 
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
 logger = logging.getLogger("stt_sidecar")
 
 WARMUP_CLIP = Path(__file__).parent / "assets" / "warmup_jfk.wav"
+# As a streaming final decodes: greedy, a full 30 s window.
+WARMUP_OPTIONS = {"language": "en", "beam_size": 1}
 
 
 def read_warmup_audio() -> np.ndarray:
@@ -50,6 +57,20 @@ def read_warmup_audio() -> np.ndarray:
     audio, rate = soundfile.read(WARMUP_CLIP, dtype="float32")
     assert rate == SAMPLE_RATE and audio.ndim == 1
     return audio
+
+
+async def _timed_decode(model: WhisperModel, audio: np.ndarray, device: str, threads: int) -> float:
+    """Seconds one decode of `audio` takes on this machine. On CPU, from the process's CPU
+    time (nothing else runs before ready): a machine briefly busy with other work at start
+    would otherwise get a budget fit for its worst moment (wall time read 5.5 s instead of
+    ~0.6 s on the shared development box)."""
+    cpu, wall = time.process_time(), time.monotonic()
+    await asyncio.get_running_loop().run_in_executor(
+        None, run_whisper, model, audio, WARMUP_OPTIONS
+    )
+    if device == "cpu":
+        return (time.process_time() - cpu) / threads
+    return time.monotonic() - wall
 
 
 async def _load_and_warm(app: web.Application) -> None:
@@ -77,19 +98,32 @@ async def _load_and_warm(app: web.Application) -> None:
         scheduler.start()
         state.scheduler = scheduler
         # A first decode on real speech pays one-off costs (allocations, kernels) before traffic.
+        warmup_audio = read_warmup_audio()
         started = time.monotonic()
-        await loop.run_in_executor(
-            None, run_whisper, model, read_warmup_audio(), {"language": "en", "beam_size": 1}
-        )
+        await loop.run_in_executor(None, run_whisper, model, warmup_audio, WARMUP_OPTIONS)
+        warmup = time.monotonic() - started
+        if not s.max_streams:
+            # A second, now typical, decode tells what this machine carries (capacity.py).
+            decode = await _timed_decode(model, warmup_audio, state.device, s.threads_per_decode)
+            s = state.settings = s.replace(max_streams=derive_max_streams(decode, s.decode_workers))
+            logger.info(
+                "STT_MAX_STREAMS=%d, derived from a %.2f s final-sized decode on %d worker(s); "
+                "set STT_MAX_STREAMS to override",
+                s.max_streams,
+                decode,
+                s.decode_workers,
+            )
         state.ready = True
         logger.info(
-            "model %s ready on %s/%s, %d decode worker(s) x %d thread(s) (warm-up %.2f s)",
+            "model %s ready on %s/%s, %d decode worker(s) x %d thread(s) (warm-up %.2f s), "
+            "up to %d streams",
             state.source.name,
             state.device,
             state.compute_type,
             s.decode_workers,
             s.threads_per_decode,
-            time.monotonic() - started,
+            warmup,
+            s.max_streams,
         )
     except ModelUnavailableError as exc:
         state.load_error = str(exc)

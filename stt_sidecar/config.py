@@ -73,7 +73,7 @@ class SidecarSettings:
     max_pending: int = 8  # batch requests waiting for or using the model
     read_timeout_s: float = 30.0  # a slow upload that stalls this long is dropped
     # streaming
-    max_streams: int = 8
+    max_streams: int = 0  # 0: derived at start from a timed decode (capacity.py)
     endpoint_silence_ms: int = 450
     adaptive_endpointing: bool = True  # the speculative text picks short/default/long silence
     endpoint_short_ms: int = 220  # after a finished sentence (adaptive endpointing)
@@ -133,7 +133,7 @@ class SidecarSettings:
             ),
             max_pending=_parse(env, "STT_MAX_PENDING", d.max_pending, int, minimum=1),
             read_timeout_s=_parse(env, "STT_READ_TIMEOUT_S", d.read_timeout_s, float, minimum=1),
-            max_streams=_parse(env, "STT_MAX_STREAMS", d.max_streams, int, minimum=1),
+            max_streams=_parse(env, "STT_MAX_STREAMS", d.max_streams, int, minimum=0),
             endpoint_silence_ms=_parse(
                 env, "STT_ENDPOINT_SILENCE_MS", d.endpoint_silence_ms, int, minimum=100
             ),

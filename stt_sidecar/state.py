@@ -56,7 +56,8 @@ class SidecarState:
 
     def load(self) -> float:
         """0..1: the larger of stream occupancy and the scheduler's recent busy fraction."""
-        occupancy = self.active_streams / self.settings.max_streams
+        limit = self.settings.max_streams  # 0 until derived at start (capacity.py)
+        occupancy = self.active_streams / limit if limit else 0.0
         busy = self.scheduler.busy.fraction() if self.scheduler else 0.0
         return round(min(1.0, max(occupancy, busy)), 3)
 

@@ -361,6 +361,10 @@ async def test_model_not_ready_503_with_retry_after() -> None:
                 assert r.status == 200
         await asyncio.get_running_loop().run_in_executor(None, proc.wait_ready)
         await assert_still_serving_open(proc.url)
+        # No STT_MAX_STREAMS here: the stream budget was derived from a timed decode and logged.
+        async with aiohttp.ClientSession() as http, http.get(proc.url + "/ready") as r:
+            assert (await r.json())["max_streams"] >= 1
+        assert "derived from a" in proc.log()
     finally:
         proc.stop()
 

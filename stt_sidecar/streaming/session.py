@@ -37,6 +37,7 @@ from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway
 from .endpointing import Endpoint, EndpointPolicy, classify
+from .interims import interim_due, interim_interval
 from .language_detection import transcribe_in_allowed_language
 from .transcripts import (
     FinalText,
@@ -677,11 +678,21 @@ class StreamSession:
             await self._wake_interims.wait()
             self._wake_interims.clear()
             utterance = self._utterance
-            if utterance is None or utterance.silence >= self._speculative:
-                continue
+            if utterance is None or utterance.silence > 0:
+                continue  # nobody speaks, or a pause began (interims.py says why)
             grown = self._buffer.end - utterance.interim_at
             # the cheap test first: this runs for every incoming frame
-            if grown < self._interim_interval or grown < self._interim_interval_now():
+            if grown < self._interim_interval:
+                continue
+            interval = interim_interval(
+                self._interim_interval_now(), first=utterance.interim_at == utterance.onset
+            )
+            if grown < interval or not interim_due(
+                utterance.probs,
+                -(-(utterance.interim_at - utterance.onset) // WINDOW),
+                needed_windows=interval // WINDOW,
+                threshold=self._continue,
+            ):
                 continue
             utterance.interim_at = self._buffer.end
             audio = self._buffer.slice(utterance.start, self._buffer.end)

@@ -187,11 +187,27 @@ async def test_interims_use_a_short_encoder_window_and_thin_out_under_load() -> 
     audio = np.concatenate([pcm(0.5, 0), pcm(3.0, SPEECH), pcm(1.0, 0)])
     sent, scheduler = await run(audio, interims=True, interim_interval_ms=500)
     interims = scheduler.of(Priority.INTERIM)
-    assert len(interims) >= 4
+    assert len(interims) == 3  # after 0.5 s of speech, then one a second (interims.py)
     assert all(j.encoder_window_s is not None and j.encoder_window_s >= 15 for j in interims)
     shown = [m for m in sent if m["type"] == "interim"]
     assert shown and all(m["text"] == "hello" for m in shown)
     assert shown[-1]["stable_text"] == "hello"  # two hypotheses agreed
+
+
+async def test_no_interim_decodes_a_pause() -> None:
+    """Interims start on speech only: none is snapshotted inside a pause shorter than the
+    endpoint (one was due just as it began), nor in the silence before the endpoint."""
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.45, SPEECH), pcm(0.4, 0), pcm(1.15, SPEECH), pcm(1.0, 0)]
+    )
+    sent, scheduler = await run(audio, interims=True, interim_interval_ms=500)
+    assert kinds(sent).count("final") == 1
+    start = 0.5 - 0.4  # onset minus the pre-roll
+    ends = [start + j.samples / SAMPLE_RATE for j in scheduler.of(Priority.INTERIM)]
+    late = WINDOW / SAMPLE_RATE  # a window in progress when the silence began
+    assert len(ends) >= 2
+    assert not [e for e in ends if 1.95 + late < e <= 2.35]
+    assert not [e for e in ends if e > 3.5 + late]
 
 
 @dataclass
