@@ -259,6 +259,7 @@ class _RealtimeSession:
                 metrics=state.metrics,
                 send=self._deliver,
                 endpointing=self.config.endpointing(),
+                append_only=True,  # deltas are never taken back: finals start with them
             )
         return self.conn.session
 

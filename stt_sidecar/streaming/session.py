@@ -137,6 +137,10 @@ class Utterance:
     stable: StableText = field(default_factory=StableText)
     speculation: asyncio.Task[FinalText | None] | None = None
     speculation_speech_end: int = -1
+    # append-only sessions: the stable interim text clients may already hold, and the one the
+    # speculative final was forced to start with
+    committed: str = ""
+    speculation_committed: str = ""
     endpoint: Endpoint | None = None  # None until the speculative text picks one
     waiting_since: float | None = None  # monotonic time audio began waiting for that text
 
@@ -175,6 +179,7 @@ class StreamSession:
         send: Callable[[dict[str, Any]], Any],
         vad: SpeechProbabilities | None = None,
         endpointing: EndpointingOverrides | None = None,
+        append_only: bool = False,
     ) -> None:
         s = settings
         self.id = session_id
@@ -182,6 +187,10 @@ class StreamSession:
         self._scheduler = scheduler
         self._metrics = metrics
         self._send = send
+        # Every final starts with the stable interim text already sent (Whisper's `prefix`), so
+        # a client that shows stable words as they come never has to take one back (OpenAI
+        # Realtime's append-only deltas).
+        self._append_only = append_only
         self._convert = PcmTo16k(config.sample_rate, config.channels)
         self._vad = vad if vad is not None else StreamingVAD()
         self._max_utterance = int(s.max_utterance_s * SAMPLE_RATE)
@@ -371,6 +380,8 @@ class StreamSession:
         options = self._final_options
         if prompt != options["initial_prompt"]:
             options = {**options, "initial_prompt": prompt}
+        if self._append_only and utterance.committed:
+            options = {**options, "prefix": utterance.committed}
         return asyncio.create_task(
             self._run_final_decode(
                 audio,
@@ -401,18 +412,20 @@ class StreamSession:
         text = shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
         if (
             text is not None
-            and options is not self._final_options
+            and options["initial_prompt"] != self._final_options["initial_prompt"]
             and runaway(text.text, _seconds(audio.size))
         ):
             # the earlier finals led the decode into a loop: this utterance on its own
-            return await self._run_final_decode(
-                audio, self._final_options, offset, speech_start, speech_end
-            )
+            alone = self._final_options
+            if "prefix" in options:
+                alone = {**alone, "prefix": options["prefix"]}
+            return await self._run_final_decode(audio, alone, offset, speech_start, speech_end)
         return text
 
     def _speculate(self, utterance: Utterance, end: int) -> None:
         utterance.speculation = self._decode_final(utterance, end)
         utterance.speculation_speech_end = utterance.last_speech_end
+        utterance.speculation_committed = utterance.committed
         self._speculations.add(utterance.speculation)
         utterance.speculation.add_done_callback(self._forget_speculation)
         if self._endpointing.adaptive:
@@ -466,6 +479,7 @@ class StreamSession:
         if (
             spec is not None
             and utterance.speculation_speech_end == utterance.last_speech_end
+            and utterance.speculation_committed == utterance.committed
             and end >= utterance.last_speech_end
         ):
             decode = spec  # no speech since it started: same words, already (partly) decoded
@@ -728,6 +742,7 @@ class StreamSession:
             if not hypothesis:
                 continue
             text, stable = utterance.stable.update(hypothesis)
+            utterance.committed = stable  # never shrinks: stable words are never retracted
             if self._interim is not None:
                 self._metrics.interims_dropped.inc()
             self._interim = protocol.interim(
