@@ -38,10 +38,12 @@ sidecar: install
 agent: install
 	$(PY) agent/main.py dev
 
-# The fast tier first (tests/unit: in-process fakes, no model, no subprocess), then the rest;
-# the live tests need a LiveKit server and run in `make test-live`.
+# The fast tier first (tests/unit: in-process fakes, no model, no subprocess), then the rest in
+# two processes (pytest-xdist, a file per process at a time, each with its own shared sidecar:
+# much of the suite is audio replayed at real time); the live tests need a LiveKit server and
+# run in `make test-live`.
 test: test-fast
-	$(PY) -m pytest --ignore=tests/unit -m "not live" --durations=15
+	$(PY) -m pytest --ignore=tests/unit -m "not live" -n 2 --dist loadfile --durations=15
 
 test-fast: $(TEST_STAMP)
 	$(PY) -m pytest tests/unit
