@@ -259,7 +259,8 @@ class _RealtimeSession:
                 metrics=state.metrics,
                 send=self._deliver,
                 endpointing=self.config.endpointing(),
-                append_only=True,  # deltas are never taken back: finals start with them
+                # finals forced to start with the deltas sent: the price is words (README)
+                append_only=state.settings.realtime_append_only,
             )
         return self.conn.session
 
