@@ -7,10 +7,11 @@ from one such decode timed at start, after the warm-up paid the one-off costs:
 
     streams = workers x UTILISATION x SECONDS_PER_FINAL / final_decode_seconds
 
-`SECONDS_PER_FINAL`: a conversation participant needs one final-sized decode (finals and the
-speculative decodes a pause starts) per ~7.5 s of stream time: 13 per 50 s of
-tests/data/conversation.wav, a stream that speaks about 75 % of the time, streamed as half of
-each participant's time (bench/stream.py `--modes turns`, two people in turn).
+`SECONDS_PER_FINAL`: stream seconds per final-sized decode of work, interims included. On a
+quiet 2-core box one stream of conversation.wav cost 0.37 CPU-seconds per second of audio
+against a 0.74 s final-sized decode (one per 2 s of speech); a participant who talks half the
+time needs one per ~4 s. (Counting finals alone, one per 7.5 s, derived 11-13 streams there,
+where 8 synchronized streams already reached final p95 4.0 s and 16 in turn 16.6 s.)
 `UTILISATION`: how busy the workers may be on average before a final's queueing delay, not
 its decode, makes its latency.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-SECONDS_PER_FINAL = 7.5
+SECONDS_PER_FINAL = 4.0
 UTILISATION = 0.6
 MIN_STREAMS = 1
 MAX_STREAMS = 256  # a fast GPU's decode would allow more: the socket count is the limit then
