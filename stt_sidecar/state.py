@@ -40,6 +40,13 @@ class SidecarState:
     def active_streams(self) -> int:
         return len(self.streams)
 
+    def release_stream(self, conn: Any) -> None:
+        """A stream (either protocol) is over: free its slot; the last one gives batch back
+        every decode worker."""
+        self.streams.discard(conn)
+        if not self.streams and self.scheduler is not None:
+            self.scheduler.poke()
+
     def require_scheduler(self) -> DecodeScheduler:
         """The scheduler once the model is loaded and warm; 503 with Retry-After before."""
         if not self.ready or self.scheduler is None:

@@ -113,9 +113,7 @@ async def realtime_handler(request: web.Request) -> web.StreamResponse:
             WSCloseCode.INTERNAL_ERROR,
         )
     finally:
-        state.streams.discard(conn)
-        if state.active_streams == 0 and state.scheduler is not None:
-            state.scheduler.poke()  # batch may use every worker again
+        state.release_stream(conn)
         if conn.session is not None and not conn.closing:
             await conn.session.aclose()
     return ws
