@@ -123,6 +123,27 @@ class Run:
         return value or 0.0
 
 
+def new_session(
+    scheduler: TextScheduler,
+    send: Any = None,
+    *,
+    interim_results: bool = False,
+    append_only: bool = False,
+    **settings: Any,
+) -> StreamSession:
+    """A session on the loudness VAD and `scheduler`; `send` drops messages unless given."""
+    return StreamSession(
+        "s1",
+        protocol.StreamConfig(interim_results=interim_results),
+        scheduler=scheduler,
+        settings=SidecarSettings(**settings),
+        metrics=SidecarMetrics(),
+        send=send or (lambda message: asyncio.sleep(0)),
+        vad=LoudnessVAD(),
+        append_only=append_only,
+    )
+
+
 async def run(
     audio: np.ndarray,
     scheduler: TextScheduler,
@@ -282,15 +303,7 @@ async def test_a_decode_slower_than_the_audio_gives_the_same_utterances(
 
 
 async def test_audio_held_for_a_decision_slows_the_client_down() -> None:
-    session = StreamSession(
-        "s1",
-        protocol.StreamConfig(interim_results=False),
-        scheduler=TextScheduler(gate=(gate := asyncio.Event())),
-        settings=SidecarSettings(),
-        metrics=SidecarMetrics(),
-        send=lambda message: asyncio.sleep(0),
-        vad=LoudnessVAD(),
-    )
+    session = new_session(TextScheduler(gate=(gate := asyncio.Event())))
     audio = np.concatenate([pcm(0.5, 0), pcm(1.0, SPEECH), pcm(3.0, 0)])
     session.feed((audio * 32768).astype("<i2").tobytes())
     backlog = asyncio.create_task(session.wait_for_backlog())
@@ -458,15 +471,7 @@ async def test_clear_drops_the_windows_held_for_a_decision() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    session = StreamSession(
-        "s1",
-        protocol.StreamConfig(interim_results=False),
-        scheduler=TextScheduler(gate=asyncio.Event()),
-        settings=SidecarSettings(),
-        metrics=SidecarMetrics(),
-        send=send,
-        vad=LoudnessVAD(),
-    )
+    session = new_session(TextScheduler(gate=asyncio.Event()), send)
     # a pause past the short silence (windows held for the text), then speech again
     speech = np.concatenate([pcm(1.0, SPEECH), pcm(0.3, 0), pcm(0.5, SPEECH)])
     session.feed((speech * 32768).astype("<i2").tobytes())
@@ -487,15 +492,8 @@ async def test_append_only_finals_start_with_the_stable_text_already_sent() -> N
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    session = StreamSession(
-        "s1",
-        protocol.StreamConfig(interim_results=True),
-        scheduler=scheduler,
-        settings=SidecarSettings(adaptive_endpointing=False),
-        metrics=SidecarMetrics(),
-        send=send,
-        vad=LoudnessVAD(),
-        append_only=True,
+    session = new_session(
+        scheduler, send, interim_results=True, append_only=True, adaptive_endpointing=False
     )
     data = (np.concatenate([pcm(3.0, SPEECH), pcm(1.0, 0)]) * 32768).astype("<i2")
     for begin in range(0, data.size, FRAME):
