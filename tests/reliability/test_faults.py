@@ -260,7 +260,9 @@ async def test_sidecar_away_for_ten_seconds_worker_keeps_the_participant(
     try:
         with caplog.at_level("INFO"):
             transcriber.start()
-            await asyncio.gather(outage(), room.wait_for(lambda: len(room.finals()) >= 1, 10))
+            # "go forward"'s final comes before the kill, or (when a busy machine decodes it
+            # after 4.6 s) from the replay once the sidecar is back: either way exactly once
+            await asyncio.gather(outage(), room.wait_for(lambda: len(room.finals()) >= 1, 30))
             await room.wait_for(lambda: len(room.finals()) >= 3, timeout=20)
             stt_task = transcriber._stt_task
             assert stt_task is not None and not stt_task.done(), "the pipeline stopped"
