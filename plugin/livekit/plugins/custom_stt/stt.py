@@ -122,7 +122,11 @@ class STTOptions:
 
 
 def _given_changes(**kwargs: Any) -> dict[str, Any]:
-    return {k: v for k, v in kwargs.items() if is_given(v)}
+    """The options `update_options` was given, `keywords` checked as the constructor does."""
+    changes = {k: v for k, v in kwargs.items() if is_given(v)}
+    if "keywords" in changes:
+        changes["keywords"] = checked_keywords(changes["keywords"])
+    return changes
 
 
 class STT(stt.STT[NoReturn]):  # no events beyond the base class's
@@ -390,7 +394,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
             interim_results=interim_results,
             task=task,
             prompt=prompt,
-            keywords=checked_keywords(keywords) if is_given(keywords) else NOT_GIVEN,
+            keywords=keywords,
             adaptive_endpointing=adaptive_endpointing,
             condition_on_previous_text=condition_on_previous_text,
         )
@@ -486,7 +490,7 @@ class SpeechStream(stt.RecognizeStream):
                 interim_results=interim_results,
                 task=task,
                 prompt=prompt,
-                keywords=checked_keywords(keywords) if is_given(keywords) else NOT_GIVEN,
+                keywords=keywords,
                 adaptive_endpointing=adaptive_endpointing,
                 condition_on_previous_text=condition_on_previous_text,
             )
