@@ -72,8 +72,7 @@ class _Job:
 # faster-whisper pads every window to Whisper's 30 s (3000 mel frames) before the encoder, so
 # 3 s of speech costs the encoder as much as 30 s (0.36 s vs 0.14 s for a 15 s window here).
 # CTranslate2 accepts shorter inputs. A per-thread override of the padding length lets a decode
-# ask for a shorter window; only interims do (measured: 15 s windows cost ~2 WER points on the
-# test set, so finals keep 30 s and match batch).
+# ask for a shorter window; streaming decodes do (`streaming/encoder_windows.py`).
 #
 # The override replaces `faster_whisper.transcribe.pad_or_trim`, a module global, so the app
 # installs it explicitly while its scheduler runs (`app._load_and_warm` / `model_ctx`), never

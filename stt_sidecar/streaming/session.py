@@ -36,6 +36,7 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway
+from .encoder_windows import final_window_s, interim_window_s
 from .endpointing import Endpoint, EndpointPolicy, classify
 from .interims import interim_due, interim_interval
 from .language_detection import transcribe_in_allowed_language
@@ -56,7 +57,6 @@ SPEECH_ONSET = 0.5  # VAD probability that starts an utterance
 SPEECH_CONTINUE = 0.35  # below this a window counts as silence (hysteresis)
 PRE_ROLL_S = 0.4  # Silero fires ~0.2 s after the first phoneme: keep some audio before it
 POST_PAD_S = 0.3  # silence kept after the last speech window for the final's decode
-INTERIM_MIN_WINDOW_S = 15.0  # shorter encoder windows for interims cost accuracy below ~15 s
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
 MAX_HELD_S = 2.0  # audio held for an endpoint decision before we stop reading the client's
 # Longest wait for the speculative text once a pause passes the short silence; then the pause
@@ -407,6 +407,7 @@ class StreamSession:
             self.config.allowed_languages,
             Priority.FINAL,
             owner=self.id,
+            encoder_window_s=final_window_s(_seconds(audio.size)),
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         text = shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
@@ -718,7 +719,7 @@ class StreamSession:
                     self.config.allowed_languages,
                     Priority.INTERIM,
                     owner=self.id,
-                    encoder_window_s=max(INTERIM_MIN_WINDOW_S, audio.size / SAMPLE_RATE + 1.0),
+                    encoder_window_s=interim_window_s(audio.size / SAMPLE_RATE),
                 )
             )
             self._interim_decode = decode
