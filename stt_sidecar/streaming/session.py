@@ -399,7 +399,13 @@ class StreamSession:
         offset: float,
         speech_start: float,
         speech_end: float,
+        *,
+        encoder_window_s: float | None = None,
+        retry: bool = True,
     ) -> FinalText | None:
+        seconds = _seconds(audio.size)
+        if encoder_window_s is None and retry:
+            encoder_window_s = final_window_s(seconds)
         result = await transcribe_in_allowed_language(
             self._scheduler,
             audio,
@@ -407,20 +413,19 @@ class StreamSession:
             self.config.allowed_languages,
             Priority.FINAL,
             owner=self.id,
-            encoder_window_s=final_window_s(_seconds(audio.size)),
+            encoder_window_s=encoder_window_s,
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         text = shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
-        if (
-            text is not None
-            and options["initial_prompt"] != self._final_options["initial_prompt"]
-            and runaway(text.text, _seconds(audio.size))
-        ):
-            # the earlier finals led the decode into a loop: this utterance on its own
+        if retry and text is not None and runaway(text.text, seconds):
+            # A loop: a short encoder window (on a fragment, mostly) or the earlier finals as
+            # the prompt led the decode astray. Once more, alone, in Whisper's own 30 s window.
             alone = self._final_options
             if "prefix" in options:
                 alone = {**alone, "prefix": options["prefix"]}
-            return await self._run_final_decode(audio, alone, offset, speech_start, speech_end)
+            return await self._run_final_decode(
+                audio, alone, offset, speech_start, speech_end, retry=False
+            )
         return text
 
     def _speculate(self, utterance: Utterance, end: int) -> None:
