@@ -36,7 +36,7 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway
-from .encoder_windows import final_window_s, interim_window_s
+from .encoder_windows import encoder_window_s as streaming_encoder_window_s
 from .endpointing import Endpoint, EndpointPolicy, classify
 from .interims import interim_due, interim_interval
 from .language_detection import transcribe_in_allowed_language
@@ -405,7 +405,7 @@ class StreamSession:
     ) -> FinalText | None:
         seconds = _seconds(audio.size)
         if encoder_window_s is None and retry:
-            encoder_window_s = final_window_s(seconds)
+            encoder_window_s = streaming_encoder_window_s(seconds)
         result = await transcribe_in_allowed_language(
             self._scheduler,
             audio,
@@ -724,7 +724,7 @@ class StreamSession:
                     self.config.allowed_languages,
                     Priority.INTERIM,
                     owner=self.id,
-                    encoder_window_s=interim_window_s(audio.size / SAMPLE_RATE),
+                    encoder_window_s=streaming_encoder_window_s(audio.size / SAMPLE_RATE),
                 )
             )
             self._interim_decode = decode
@@ -745,8 +745,8 @@ class StreamSession:
                 self._metrics.interims_dropped.inc()  # its final is on the way
                 continue
             hypothesis = hypothesis_text(result.segments)
-            if not hypothesis:
-                continue
+            if not hypothesis or runaway(hypothesis, _seconds(audio.size)):
+                continue  # a loop is no caption, and must not become stable words
             text, stable = utterance.stable.update(hypothesis)
             utterance.committed = stable  # never shrinks: stable words are never retracted
             if self._interim is not None:

@@ -82,6 +82,7 @@ async def run(
     *,
     interims: bool = False,
     flush_at: float | None = None,
+    scheduler: FakeScheduler | None = None,
     **settings: Any,
 ) -> tuple[list[dict[str, Any]], FakeScheduler]:
     sent: list[dict[str, Any]] = []
@@ -89,7 +90,7 @@ async def run(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scheduler = FakeScheduler()
+    scheduler = scheduler or FakeScheduler()
     session = StreamSession(
         "s1",
         protocol.StreamConfig(interim_results=interims),
@@ -188,10 +189,48 @@ async def test_interims_use_a_short_encoder_window_and_thin_out_under_load() -> 
     sent, scheduler = await run(audio, interims=True, interim_interval_ms=500)
     interims = scheduler.of(Priority.INTERIM)
     assert len(interims) == 3  # after 0.5 s of speech, then one a second (interims.py)
-    assert all(j.encoder_window_s is not None and j.encoder_window_s >= 15 for j in interims)
+    # audio + 3 s, at least 8 s (encoder_windows.py)
+    assert all(j.encoder_window_s == 8.0 for j in interims)
+    finals = scheduler.of(Priority.FINAL)
+    assert finals and all(j.encoder_window_s == 8.0 for j in finals)
     shown = [m for m in sent if m["type"] == "interim"]
     assert shown and all(m["text"] == "hello" for m in shown)
     assert shown[-1]["stable_text"] == "hello"  # two hypotheses agreed
+
+
+@dataclass
+class LoopingInShortWindows(FakeScheduler):
+    """Loops, as tiny.en can on a fragment, unless given Whisper's full 30 s window."""
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        priority: Priority,
+        *,
+        owner: Any = None,
+        encoder_window_s: float | None = None,
+    ) -> DecodeResult:
+        result = await super().transcribe(
+            audio, options, priority, owner=owner, encoder_window_s=encoder_window_s
+        )
+        if encoder_window_s is not None:
+            loop = " an old-s" + "-y" * 60
+            result.segments[0].text = loop
+            result.segments[0].words[0].word = loop
+        return result
+
+
+async def test_a_looping_final_is_redone_in_30_s_and_a_looping_interim_is_not_shown() -> None:
+    audio = np.concatenate([pcm(0.5, 0), pcm(3.0, SPEECH), pcm(1.0, 0)])
+    sent, scheduler = await run(
+        audio, interims=True, interim_interval_ms=500, scheduler=LoopingInShortWindows()
+    )
+    finals = scheduler.of(Priority.FINAL)
+    assert [j.encoder_window_s for j in finals] == [8.0, None]
+    assert [m["text"] for m in sent if m["type"] == "final"] == ["hello"]
+    assert scheduler.of(Priority.INTERIM)  # decoded, but never shown
+    assert not [m for m in sent if m["type"] == "interim"]
 
 
 async def test_no_interim_decodes_a_pause() -> None:
