@@ -228,6 +228,11 @@ class DecodeScheduler:
         return sum(1 for job in self._heap if not job.dead)
 
     @property
+    def english_only(self) -> bool:
+        """The model speaks English only (`streaming/encoder_windows.py` depends on it)."""
+        return not self.model.model.is_multilingual
+
+    @property
     def batch_running(self) -> bool:
         """A batch piece holds a worker now."""
         return self._running_batch > 0

@@ -16,6 +16,15 @@ Both margin and minimum matter: an 8 s minimum with a 1 s margin, or a 6 s minim
 tiny.en loop on fragments and lose words (WER 37-130 % on the prefixes). A decode that loops
 anyway is caught by the session (`context.runaway`): a final is redone in 30 s, an interim
 dropped.
+
+Finals prompted with the stream's earlier finals (context, off by default) keep Whisper's 30 s
+window: in a short one, tiny.en repeated the prompt's sentence ("Go forward 10 meters. Go
+forward 10 meters." for one "go forward ten meters").
+
+Multilingual models keep the windows they had (30 s finals, 15 s interims): base did as well
+in short windows on the 32 single clips (es/fr/it/en), but in a stream that switched from
+French to English it turned "go forward ten meters" into "10m 10 meters", and the 30 s window
+did not.
 """
 
 from __future__ import annotations
@@ -24,8 +33,18 @@ WINDOW_LIMIT_S = 30.0  # Whisper's own window: longer audio is cut into 30 s win
 MARGIN_S = 3.0
 MIN_WINDOW_S = 8.0
 
+MULTILINGUAL_INTERIM_MARGIN_S = 1.0
+MULTILINGUAL_INTERIM_MIN_WINDOW_S = 15.0
 
-def encoder_window_s(audio_s: float) -> float:
-    """The encoder window for `audio_s` seconds of endpointed speech (an utterance or a
-    prefix of one)."""
-    return min(WINDOW_LIMIT_S, max(MIN_WINDOW_S, audio_s + MARGIN_S))
+
+def encoder_window_s(audio_s: float, *, final: bool, english_only: bool) -> float | None:
+    """The encoder window for `audio_s` seconds of endpointed speech (an utterance for a
+    final, a prefix of one for an interim); None: Whisper's 30 s."""
+    if english_only:
+        return min(WINDOW_LIMIT_S, max(MIN_WINDOW_S, audio_s + MARGIN_S))
+    if final:
+        return None
+    return min(
+        WINDOW_LIMIT_S,
+        max(MULTILINGUAL_INTERIM_MIN_WINDOW_S, audio_s + MULTILINGUAL_INTERIM_MARGIN_S),
+    )

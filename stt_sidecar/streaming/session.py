@@ -82,6 +82,9 @@ class SessionScheduler(Protocol):
     @property
     def batch_running(self) -> bool: ...
 
+    @property
+    def english_only(self) -> bool: ...
+
     async def transcribe(
         self,
         audio: np.ndarray,
@@ -400,12 +403,19 @@ class StreamSession:
         speech_start: float,
         speech_end: float,
         *,
-        encoder_window_s: float | None = None,
         retry: bool = True,
     ) -> FinalText | None:
         seconds = _seconds(audio.size)
-        if encoder_window_s is None and retry:
-            encoder_window_s = streaming_encoder_window_s(seconds)
+        # Whisper's own window for the retry, and with the earlier finals as the prompt
+        # (encoder_windows.py says why)
+        with_context = options["initial_prompt"] != self._final_options["initial_prompt"]
+        window = (
+            None
+            if with_context or not retry
+            else streaming_encoder_window_s(
+                seconds, final=True, english_only=self._scheduler.english_only
+            )
+        )
         result = await transcribe_in_allowed_language(
             self._scheduler,
             audio,
@@ -413,16 +423,21 @@ class StreamSession:
             self.config.allowed_languages,
             Priority.FINAL,
             owner=self.id,
-            encoder_window_s=encoder_window_s,
+            encoder_window_s=window,
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         text = shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
-        if retry and text is not None and runaway(text.text, seconds):
+        alone = self._final_options
+        if "prefix" in options:
+            alone = {**alone, "prefix": options["prefix"]}
+        if (
+            retry
+            and (window is not None or options != alone)
+            and text is not None
+            and runaway(text.text, seconds)
+        ):
             # A loop: a short encoder window (on a fragment, mostly) or the earlier finals as
             # the prompt led the decode astray. Once more, alone, in Whisper's own 30 s window.
-            alone = self._final_options
-            if "prefix" in options:
-                alone = {**alone, "prefix": options["prefix"]}
             return await self._run_final_decode(
                 audio, alone, offset, speech_start, speech_end, retry=False
             )
@@ -724,7 +739,11 @@ class StreamSession:
                     self.config.allowed_languages,
                     Priority.INTERIM,
                     owner=self.id,
-                    encoder_window_s=streaming_encoder_window_s(audio.size / SAMPLE_RATE),
+                    encoder_window_s=streaming_encoder_window_s(
+                        _seconds(audio.size),
+                        final=False,
+                        english_only=self._scheduler.english_only,
+                    ),
                 )
             )
             self._interim_decode = decode

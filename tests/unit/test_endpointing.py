@@ -77,6 +77,7 @@ class TextScheduler:
     delay: float = 0.0
     jobs: list[tuple[Priority, int, dict[str, Any]]] = field(default_factory=list)
     batch_running: bool = False
+    english_only: bool = True
     queue_depth: int = 0
     busy: Any = field(default_factory=lambda: SimpleNamespace(fraction=lambda: 0.0))
     texts: list[str] | None = None  # successive answers instead of `text`

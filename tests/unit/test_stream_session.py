@@ -51,6 +51,7 @@ class FakeScheduler:
 
     jobs: list[Job] = field(default_factory=list)
     batch_running: bool = False
+    english_only: bool = True
     queue_depth: int = 0
     busy: Any = field(default_factory=lambda: SimpleNamespace(fraction=lambda: 0.0))
 
