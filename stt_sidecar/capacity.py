@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-SECONDS_PER_FINAL = 4.0
+SECONDS_PER_FINAL = 3.0
 UTILISATION = 0.6
 MIN_STREAMS = 1
 MAX_STREAMS = 256  # a fast GPU's decode would allow more: the socket count is the limit then

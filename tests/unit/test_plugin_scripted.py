@@ -133,7 +133,7 @@ async def scripted() -> AsyncIterator[ScriptedSidecar]:
 
 async def test_replay_after_cut_is_exact(scripted: ScriptedSidecar) -> None:
     # 2 s of real speech at 16 kHz (no resampling, so bytes can be compared), pushed as 7 ms
-    # frames so the 50 ms chunker always holds a remainder when the connection is cut
+    # frames so the 20 ms chunker always holds a remainder when the connection is cut
     audio = clip_pcm("librivox_0880.wav")[: 2 * RATE]
     frame_len = 112
     frames = [

@@ -151,7 +151,7 @@ async def test_flush_is_sent_after_the_audio_before_it(
         stream = engine.stream(conn_options=NO_RETRY)
         out = Collected()
         reader = asyncio.create_task(collect(stream, out))
-        # 0.33 s: six 50 ms chunks plus a remainder the flush must send first
+        # 0.33 s: sixteen 20 ms chunks plus a remainder the flush must send first
         before, after = pattern(0.33), pattern(0.2)
         for frame in frames_10ms(before, rate=RATE):
             stream.push_frame(frame)

@@ -18,8 +18,10 @@ from .log import logger
 
 SAMPLE_RATE = 16000
 """The rate the stream sends; the base class resamples pushed frames to it."""
-CHUNK_SAMPLES = SAMPLE_RATE // 20
-"""50 ms per WebSocket frame: small enough for low latency, large enough to keep overhead low."""
+CHUNK_SAMPLES = SAMPLE_RATE // 50
+"""20 ms per WebSocket frame, what WebRTC itself carries. Audio waits in the chunker until a
+chunk is full, so the end of speech reaches the sidecar half a chunk late on average: 50 ms
+chunks cost every final ~25 ms in a room, 20 ms ones ~10 ms, at 640 bytes a frame."""
 
 FLUSH_MSG = json.dumps({"type": "flush"})
 CLOSE_MSG = json.dumps({"type": "close"})

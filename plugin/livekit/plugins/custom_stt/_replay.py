@@ -1,6 +1,6 @@
 """The replay buffer behind a stream's lossless reconnect.
 
-Every 50 ms chunk enters it *before* it is sent, and leaves only once the sidecar has finalized
+Every 20 ms chunk enters it *before* it is sent, and leaves only once the sidecar has finalized
 it; a reconnect sends its snapshot first. Unit-tested in ``tests/unit/test_plugin_replay.py``.
 """
 
@@ -14,7 +14,7 @@ from ._protocol import SAMPLE_RATE
 
 @dataclass
 class Entry:
-    """One item of the replay buffer: 50 ms of PCM, or a flush marker (``data is None``)."""
+    """One item of the replay buffer: 20 ms of PCM, or a flush marker (``data is None``)."""
 
     start: int  # stream sample index of the first sample (of the flush point for a marker)
     data: bytes | None

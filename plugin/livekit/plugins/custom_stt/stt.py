@@ -417,7 +417,7 @@ class STT(stt.STT[NoReturn]):  # no events beyond the base class's
 class SpeechStream(stt.RecognizeStream):
     """A live transcription over the sidecar's ``/v1/stream`` WebSocket.
 
-    Lossless reconnect: every 50 ms chunk goes into a replay buffer *before* it is sent, and is
+    Lossless reconnect: every 20 ms chunk goes into a replay buffer *before* it is sent, and is
     dropped only once the sidecar has finalized it (a ``final``/``speech_ended`` end time, or a
     ``flushed`` acknowledgement). After a dropped connection the framework re-runs `_run`,
     which replays the buffer first, so the utterance in flight comes out whole and exactly
