@@ -84,9 +84,6 @@ class SidecarSettings:
     # WER 9.3 -> 8.8 % on the pauses set but 3.1 -> 5.2 % on conversation.wav, and ~1 s more
     # latency on a busy box (a prompted final often takes a second decode pass).
     stream_context: bool = False
-    # /v1/realtime finals forced to start with the deltas sent (Whisper's prefix): deltas always
-    # prefix `completed`, at a cost in words (conversation.wav WER 3.1 % -> 7.2 %)
-    realtime_append_only: bool = False
     max_utterance_s: float = 20.0
     interim_interval_ms: int = 500
     idle_timeout_s: float = 30.0
@@ -150,9 +147,6 @@ class SidecarSettings:
                 env, "STT_ENDPOINT_LONG_MS", d.endpoint_long_ms, int, minimum=100, maximum=5000
             ),
             stream_context=_parse(env, "STT_STREAM_CONTEXT", d.stream_context, bool),
-            realtime_append_only=_parse(
-                env, "STT_REALTIME_APPEND_ONLY", d.realtime_append_only, bool
-            ),
             max_utterance_s=_parse(
                 env, "STT_MAX_UTTERANCE_S", d.max_utterance_s, float, minimum=2, maximum=30
             ),

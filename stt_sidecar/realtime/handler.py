@@ -258,7 +258,6 @@ class _RealtimeSession:
                 send=self._deliver,
                 endpointing=self.config.endpointing(),
                 # finals forced to start with the deltas sent: the price is words (README)
-                append_only=state.settings.realtime_append_only,
             )
         return self.conn.session
 

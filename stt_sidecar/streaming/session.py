@@ -140,10 +140,6 @@ class Utterance:
     stable: StableText = field(default_factory=StableText)
     speculation: asyncio.Task[FinalText | None] | None = None
     speculation_speech_end: int = -1
-    # append-only sessions: the stable interim text clients may already hold, and the one the
-    # speculative final was forced to start with
-    committed: str = ""
-    speculation_committed: str = ""
     endpoint: Endpoint | None = None  # None until the speculative text picks one
     waiting_since: float | None = None  # monotonic time audio began waiting for that text
 
@@ -182,7 +178,6 @@ class StreamSession:
         send: Callable[[dict[str, Any]], Any],
         vad: SpeechProbabilities | None = None,
         endpointing: EndpointingOverrides | None = None,
-        append_only: bool = False,
     ) -> None:
         s = settings
         self.id = session_id
@@ -190,10 +185,6 @@ class StreamSession:
         self._scheduler = scheduler
         self._metrics = metrics
         self._send = send
-        # Every final starts with the stable interim text already sent (Whisper's `prefix`), so
-        # a client that shows stable words as they come never has to take one back (OpenAI
-        # Realtime's append-only deltas).
-        self._append_only = append_only
         self._convert = PcmTo16k(config.sample_rate, config.channels)
         self._vad = vad if vad is not None else StreamingVAD()
         self._max_utterance = int(s.max_utterance_s * SAMPLE_RATE)
@@ -383,8 +374,6 @@ class StreamSession:
         options = self._final_options
         if prompt != options["initial_prompt"]:
             options = {**options, "initial_prompt": prompt}
-        if self._append_only and utterance.committed:
-            options = {**options, "prefix": utterance.committed}
         return asyncio.create_task(
             self._run_final_decode(
                 audio,
@@ -439,14 +428,13 @@ class StreamSession:
             # A loop: a short encoder window (on a fragment, mostly) or the earlier finals as
             # the prompt led the decode astray. Once more, alone, in Whisper's own 30 s window.
             return await self._run_final_decode(
-                audio, alone, offset, speech_start, speech_end, retry=False
+                audio, self._final_options, offset, speech_start, speech_end, retry=False
             )
         return text
 
     def _speculate(self, utterance: Utterance, end: int) -> None:
         utterance.speculation = self._decode_final(utterance, end)
         utterance.speculation_speech_end = utterance.last_speech_end
-        utterance.speculation_committed = utterance.committed
         self._speculations.add(utterance.speculation)
         utterance.speculation.add_done_callback(self._forget_speculation)
         if self._endpointing.adaptive:
@@ -500,7 +488,6 @@ class StreamSession:
         if (
             spec is not None
             and utterance.speculation_speech_end == utterance.last_speech_end
-            and utterance.speculation_committed == utterance.committed
             and end >= utterance.last_speech_end
         ):
             decode = spec  # no speech since it started: same words, already (partly) decoded
@@ -767,7 +754,6 @@ class StreamSession:
             if not hypothesis or runaway(hypothesis, _seconds(audio.size)):
                 continue  # a loop is no caption, and must not become stable words
             text, stable = utterance.stable.update(hypothesis)
-            utterance.committed = stable  # never shrinks: stable words are never retracted
             if self._interim is not None:
                 self._metrics.interims_dropped.inc()
             self._interim = protocol.interim(

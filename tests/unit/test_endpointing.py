@@ -129,7 +129,6 @@ def new_session(
     send: Any = None,
     *,
     interim_results: bool = False,
-    append_only: bool = False,
     **settings: Any,
 ) -> StreamSession:
     """A session on the loudness VAD and `scheduler`; `send` drops messages unless given."""
@@ -141,7 +140,6 @@ def new_session(
         metrics=SidecarMetrics(),
         send=send or (lambda message: asyncio.sleep(0)),
         vad=LoudnessVAD(),
-        append_only=append_only,
     )
 
 
@@ -482,26 +480,3 @@ async def test_clear_drops_the_windows_held_for_a_decision() -> None:
     await session.finish(None)
     # the cleared speech never comes back as an utterance of its own
     assert [m["type"] for m in sent] == ["speech_started", "cleared"], sent
-
-
-async def test_append_only_finals_start_with_the_stable_text_already_sent() -> None:
-    # OpenAI Realtime's deltas carry stable interim words: a final decoded freely could spell
-    # them differently, so an append-only session forces them as the final's prefix.
-    scheduler = TextScheduler(text="had he married a more amiable woman")
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    session = new_session(
-        scheduler, send, interim_results=True, append_only=True, adaptive_endpointing=False
-    )
-    data = (np.concatenate([pcm(3.0, SPEECH), pcm(1.0, 0)]) * 32768).astype("<i2")
-    for begin in range(0, data.size, FRAME):
-        session.feed(data[begin : begin + FRAME].tobytes())
-        await asyncio.sleep(0.002)  # time for the interims' decodes, as between client frames
-    await session.finish(None)
-    stable = [m["stable_text"] for m in sent if m["type"] == "interim" and m["stable_text"]]
-    assert stable, sent
-    finals = [options for priority, _, options in scheduler.jobs if priority is Priority.FINAL]
-    assert finals and all(options.get("prefix") == stable[-1] for options in finals), finals

@@ -253,17 +253,70 @@ def test_deltas_are_only_new_stable_words_and_the_final_rest() -> None:
     assert text.sent == transcript
 
 
-def test_a_final_that_disagrees_sends_no_more_deltas() -> None:
+def sent_then_final(stable: str, final_text: str) -> tuple[AppendOnlyText, str, str]:
     text = AppendOnlyText()
-    text.stable("Go forward ten")
-    assert text.final("Go forward 10 meters.") == ("", "Go forward 10 meters.")
+    assert text.stable(stable) == stable
+    delta, transcript = text.final(final_text)
+    assert transcript == stable + delta, "the deltas are a prefix of the transcript"
+    return text, delta, transcript
+
+
+def test_a_final_that_disagrees_keeps_the_deltas_and_goes_on_where_they_end() -> None:
+    # seen in CI on tiny.en: the interims agreed on words the whole-utterance decode did not
+    text, _, transcript = sent_then_final(
+        "How do you marry the more woman",
+        "Had he married a more amiable woman, she might have been made respectable.",
+    )
+    assert transcript == ("How do you marry the more woman she might have been made respectable.")
+    assert text.diverged
+    # per word of the transcript, the final's word it stands for: aligned or past the deltas
+    assert text.origin == [None, None, None, None, None, 4, 6, 7, 8, 9, 10, 11, 12]
+
+
+def test_a_final_with_another_word_keeps_the_sent_one() -> None:
+    text, delta, transcript = sent_then_final("Go forward ten", "Go forward 10 meters.")
+    assert (delta, transcript) == (" meters.", "Go forward ten meters.")
+    assert text.diverged and text.origin == [0, 1, None, 3]
+
+
+def test_a_final_shorter_than_the_deltas_adds_nothing() -> None:
+    text, delta, transcript = sent_then_final("one two three", "one two")
+    assert (delta, transcript) == ("", "one two three")
     assert text.diverged
 
 
-def test_a_final_shorter_than_the_deltas_disagrees() -> None:
+def test_an_empty_final_keeps_the_deltas() -> None:
+    text, delta, transcript = sent_then_final("Had he", "")
+    assert (delta, transcript) == ("", "Had he")
+    assert text.origin == [None, None]
+
+
+def test_a_final_that_inserts_a_word_in_the_deltas_continues_after_them() -> None:
+    text, _, transcript = sent_then_final(
+        "Had he married a", "Had he not married a more amiable woman."
+    )
+    assert transcript == "Had he married a more amiable woman."
+    assert text.diverged and text.origin == [0, 1, 3, 4, 5, 6, 7]
+
+
+def test_a_final_that_drops_a_word_of_the_deltas_continues_after_them() -> None:
+    text, _, transcript = sent_then_final(
+        "Had he really married a", "Had he married a more amiable woman."
+    )
+    assert transcript == "Had he really married a more amiable woman."
+    assert text.origin == [0, 1, None, 2, 3, 4, 5, 6]
+
+
+def test_case_and_punctuation_differences_are_agreement() -> None:
+    text, _, transcript = sent_then_final("Hello, Mr. Smith", "hello mr smith, how are you?")
+    assert transcript == "Hello, Mr. Smith how are you?"
+    assert not text.diverged and text.origin == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_final_after_no_deltas_is_the_transcript() -> None:
     text = AppendOnlyText()
-    text.stable("one two three")
-    assert text.final("one two") == ("", "one two")
+    assert text.final("Go forward.") == ("Go forward.", "Go forward.")
+    assert not text.diverged and text.origin == [0, 1]
 
 
 def ids() -> Any:
@@ -280,6 +333,23 @@ def types(out: list[dict[str, Any]]) -> list[str]:
 def final(uid: int, text: str, end: float = 2.0) -> dict[str, Any]:
     words = [{"word": w, "start": 0.0, "end": 0.0, "confidence": 0.5} for w in text.split()]
     return protocol.final(uid, text, 1.0, end, 0.9, "en", words)
+
+
+def test_logprobs_of_a_diverging_item_describe_the_completed_words() -> None:
+    t = EventTranslator(ids(), logprobs=True)
+    t.begin(offset_s=0.0, manual=False)
+    out = []
+    for message in [
+        protocol.speech_started(1, 1.0),
+        protocol.interim(1, "Go forward ten", "Go forward ten", 1.0, 1.5, "en"),
+        final(1, "Go forward 10 meters."),
+    ]:
+        out.extend(t.translate(message))
+    completed = out[-1]
+    assert completed["transcript"] == "Go forward ten meters."
+    assert "".join(p["token"] for p in completed["logprobs"]) == completed["transcript"]
+    # the final's word probabilities (0.5 in `final`), the floor for the word it did not hear
+    assert [p["logprob"] for p in completed["logprobs"]] == [-0.6931, -0.6931, -13.8155, -0.6931]
 
 
 def test_server_vad_items_in_order_and_deltas_concatenate_to_the_transcript() -> None:
