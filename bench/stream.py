@@ -32,6 +32,8 @@ batch endpoint, one at a time):
 `--protocol realtime` runs every row twice in the same run, over `/v1/stream` and then over
 `/v1/realtime` (OpenAI's Realtime transcription: 24 kHz PCM in base64 appends, events mapped
 back to finals; "interims" counts deltas), so the two protocols' rows sit side by side.
+Under each realtime row: the items whose deltas are not a prefix of their transcript, and the
+finals that disagreed with the deltas already sent (counted in the sidecar's log).
 """
 
 from __future__ import annotations
@@ -155,6 +157,28 @@ def analyse(result: ReplayResult, utterances: list[dict[str, Any]]) -> dict[str,
     }
 
 
+DIVERGED_LOG = "the final disagreed with the deltas sent"  # stt_sidecar/realtime/translator.py
+
+
+def not_prefixed(result: ReplayResult) -> int:
+    """Realtime items whose deltas (here interims) do not start their transcript (final)."""
+    deltas: dict[int, str] = {}
+    count = 0
+    for m in result.messages:
+        uid = m.message.get("utterance_id", 0)
+        if m.message["type"] == "interim":
+            deltas[uid] = deltas.get(uid, "") + m.message["text"]
+        elif m.message["type"] == "final":
+            count += not m.message["text"].startswith(deltas.get(uid, ""))
+    return count
+
+
+def diverged_so_far(server: Server) -> int:
+    """Realtime finals that disagreed with the deltas sent, per the sidecar's log (0 when
+    the bench did not start it, or the sidecar predates the log line)."""
+    return server.process.log().count(DIVERGED_LOG) if server.process else 0
+
+
 @dataclass
 class StreamPlan:
     """One client's audio and the reference utterances in it (times in its own audio)."""
@@ -243,6 +267,7 @@ async def measure(
     dropped_before = await metric_value(http, server.base, "stt_interims_dropped_total", headers)
     sampler = ResourceSampler(server.pid)
     cpu_before = sampler.cpu_seconds()
+    diverged_before = diverged_so_far(server)
     with sampler:
         results = await asyncio.gather(
             *(
@@ -295,6 +320,8 @@ async def measure(
         "dropped": dropped,
         "cpu": cpu / audio_seconds if audio_seconds else float("nan"),
         "rss": sampler.peak_rss,
+        "not_prefixed": sum(not_prefixed(r) for r, _ in admitted),
+        "diverged": diverged_so_far(server) - diverged_before,
     }
 
 
@@ -383,6 +410,12 @@ async def run(args: argparse.Namespace) -> None:
                             )
                             results[(label, mode, n)] = r
                             rows.append(format_row(label, mode, n, r))
+                            if proto == "realtime":
+                                rows[-1] += (
+                                    f"\n{'':<9} items whose deltas do not start their "
+                                    f"transcript: {r['not_prefixed']}; finals that disagreed "
+                                    f"with the deltas (sidecar log): {r['diverged']}"
+                                )
                             print(rows[-1], flush=True)
     finally:
         for server in servers:
