@@ -94,7 +94,7 @@ def check_items(events: list[tuple[dict[str, Any], float]], utterances: list[dic
         assert len(finals) == 1, (utterance["audio"], finals)
         hyps.append(finals[0]["text"])
         assert wer(utterance["text"], finals[0]["text"]) <= 0.3, (utterance, finals)
-    assert wer([u["text"] for u in utterances], hyps) <= 0.12, hyps
+    assert wer([u["text"] for u in utterances], hyps) <= 0.15, hyps  # measured 0.11
     deltas: dict[str, str] = {}
     for event, _ in events:
         if event["type"] == f"{TRANSCRIPTION}.delta":
