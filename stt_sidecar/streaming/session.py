@@ -44,6 +44,7 @@ from .transcripts import (
     FinalText,
     StableText,
     audible_end,
+    confident,
     final_options,
     hypothesis_text,
     interim_options,
@@ -753,7 +754,7 @@ class StreamSession:
             hypothesis = hypothesis_text(result.segments)
             if not hypothesis or runaway(hypothesis, _seconds(audio.size)):
                 continue  # a loop is no caption, and must not become stable words
-            text, stable = utterance.stable.update(hypothesis)
+            text, stable = utterance.stable.update(hypothesis, confident=confident(result.segments))
             if self._interim is not None:
                 self._metrics.interims_dropped.inc()
             self._interim = protocol.interim(

@@ -31,3 +31,18 @@ def test_disagreement_stops_at_the_first_differing_word() -> None:
     stable = StableText()
     stable.update("one two three")
     assert stable.update("one too three") == ("one too three", "one")
+
+
+def test_only_two_confident_hypotheses_make_words_stable() -> None:
+    # tiny.en's first interims of "Had he married a" agreed on "How do you marry", unsure
+    stable = StableText()
+    stable.update("How do you", confident=False)
+    assert stable.update("How do you marry", confident=False) == ("How do you marry", "")
+    assert stable.update("Had he married a", confident=True) == ("Had he married a", "")
+    assert stable.update("Had he married a more", confident=True)[1] == "Had he married a"
+    # an unsure hypothesis in between holds agreement back until two sure ones agree again
+    stable.update("Had he married a more amiable", confident=False)
+    assert stable.update("Had he married a more amiable woman")[1] == "Had he married a"
+    assert stable.update("Had he married a more amiable woman he")[1] == (
+        "Had he married a more amiable woman"
+    )
