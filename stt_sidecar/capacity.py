@@ -1,17 +1,17 @@
 """The default stream budget (`STT_MAX_STREAMS=0`): what this machine and model can carry.
 
 Past its capacity a sidecar must refuse new streams (1013 `overloaded`) rather than let every
-stream's finals wait in a growing queue. A stream's cost is mostly its finals, each a full
-30 s-window decode that cannot be thinned (interims give way under load), so the budget comes
-from one such decode timed at start, after the warm-up paid the one-off costs:
+stream's finals wait in a growing queue. A stream's cost is mostly decodes of its own speech,
+so the budget comes from one decode of the warm-up clip in the encoder window a streaming final
+of its length gets, timed at start after the warm-up paid the one-off costs:
 
     streams = workers x UTILISATION x SECONDS_PER_FINAL / final_decode_seconds
 
 `SECONDS_PER_FINAL`: stream seconds per final-sized decode of work, interims included. On a
-quiet 2-core box one stream of conversation.wav cost 0.37 CPU-seconds per second of audio
-against a 0.74 s final-sized decode (one per 2 s of speech); a participant who talks half the
-time needs one per ~4 s. (Counting finals alone, one per 7.5 s, derived 11-13 streams there,
-where 8 synchronized streams already reached final p95 4.0 s and 16 in turn 16.6 s.)
+quiet 2-core box one stream of conversation.wav cost 0.14-0.23 CPU-seconds per second of audio
+against a 0.33-0.37 s timed decode (jfk.wav, 14 s window): one per ~1.5-2.5 s of speech, so
+one per ~3 s for a participant who talks half the time. That derives 10-14 streams there, where
+16 streams taking turns held final p95 0.74 s and 8 synchronized ones 1.23 s (README, Measured).
 `UTILISATION`: how busy the workers may be on average before a final's queueing delay, not
 its decode, makes its latency.
 """
