@@ -30,7 +30,8 @@ def derive_max_streams(final_decode_seconds: float, workers: int) -> int:
     """Streams to admit by default, from one final-sized decode's wall time on this machine.
 
     Args:
-        final_decode_seconds: a 30 s-window decode of speech, one-off costs already paid.
+        final_decode_seconds: a decode of speech in a streaming final's window, one-off costs
+            already paid.
         workers: decodes that run at once (`SidecarSettings.decode_workers`).
     """
     if not math.isfinite(final_decode_seconds) or final_decode_seconds <= 0:
