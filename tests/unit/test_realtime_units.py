@@ -332,6 +332,10 @@ def types(out: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def translated(t: EventTranslator, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event for message in messages for event in t.translate(message)]
+
+
 def final(uid: int, text: str, end: float = 2.0) -> dict[str, Any]:
     words = [{"word": w, "start": 0.0, "end": 0.0, "confidence": 0.5} for w in text.split()]
     return protocol.final(uid, text, 1.0, end, 0.9, "en", words)
@@ -340,13 +344,14 @@ def final(uid: int, text: str, end: float = 2.0) -> dict[str, Any]:
 def test_logprobs_of_a_diverging_item_describe_the_completed_words() -> None:
     t = EventTranslator(ids(), logprobs=True)
     t.begin(offset_s=0.0, manual=False)
-    out = []
-    for message in [
-        protocol.speech_started(1, 1.0),
-        protocol.interim(1, "Go forward ten", "Go forward ten", 1.0, 1.5, "en"),
-        final(1, "Go forward 10 meters."),
-    ]:
-        out.extend(t.translate(message))
+    out = translated(
+        t,
+        [
+            protocol.speech_started(1, 1.0),
+            protocol.interim(1, "Go forward ten", "Go forward ten", 1.0, 1.5, "en"),
+            final(1, "Go forward 10 meters."),
+        ],
+    )
     completed = out[-1]
     assert completed["transcript"] == "Go forward ten meters."
     assert "".join(p["token"] for p in completed["logprobs"]) == completed["transcript"]
@@ -357,17 +362,18 @@ def test_logprobs_of_a_diverging_item_describe_the_completed_words() -> None:
 def test_server_vad_items_in_order_and_deltas_concatenate_to_the_transcript() -> None:
     t = EventTranslator(ids(), logprobs=True)
     t.begin(offset_s=10.0, manual=False)
-    out = []
-    for message in [
-        protocol.speech_started(1, 1.0),
-        protocol.interim(1, "Had he married a", "Had he", 1.0, 1.5, "en"),
-        protocol.interim(1, "Had he married a more", "Had he married", 1.0, 1.8, "en"),
-        final(1, "Had he married a more amiable woman."),
-        protocol.speech_ended(1, 2.2),
-        protocol.speech_started(2, 3.0),
-        protocol.speech_ended(2, 3.4),  # nothing heard: committed with an empty transcript
-    ]:
-        out.extend(t.translate(message))
+    out = translated(
+        t,
+        [
+            protocol.speech_started(1, 1.0),
+            protocol.interim(1, "Had he married a", "Had he", 1.0, 1.5, "en"),
+            protocol.interim(1, "Had he married a more", "Had he married", 1.0, 1.8, "en"),
+            final(1, "Had he married a more amiable woman."),
+            protocol.speech_ended(1, 2.2),
+            protocol.speech_started(2, 3.0),
+            protocol.speech_ended(2, 3.4),  # nothing heard: committed with an empty transcript
+        ],
+    )
     assert types(out) == [
         "input_audio_buffer.speech_started",
         "delta",
@@ -401,15 +407,16 @@ def test_client_commits_without_turn_detection() -> None:
     t.begin(offset_s=0.0, manual=True)
     t.commit_requested(True)
     t.commit_requested(False)  # a commit whose audio held no utterance
-    out = []
-    for message in [
-        protocol.speech_started(1, 0.0),
-        final(1, "hello there"),
-        protocol.speech_ended(1, 2.0),
-        protocol.flushed(),
-        protocol.flushed(),
-    ]:
-        out.extend(t.translate(message))
+    out = translated(
+        t,
+        [
+            protocol.speech_started(1, 0.0),
+            final(1, "hello there"),
+            protocol.speech_ended(1, 2.0),
+            protocol.flushed(),
+            protocol.flushed(),
+        ],
+    )
     assert types(out) == [
         "input_audio_buffer.committed",
         "delta",
