@@ -256,7 +256,7 @@ class _RealtimeSession:
                 settings=state.settings,
                 metrics=state.metrics,
                 send=self._deliver,
-                endpointing=self.config.endpointing(),
+                endpointing=self.config.endpointing(state.settings.endpoint_silence_ms),
                 # finals forced to start with the deltas sent: the price is words (README)
             )
         return self.conn.session

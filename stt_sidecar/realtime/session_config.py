@@ -53,7 +53,10 @@ class RealtimeConfig:
             keywords=self.keywords,
         )
 
-    def endpointing(self) -> stream_session.EndpointingOverrides:
+    def endpointing(self, reported_silence_ms: int) -> stream_session.EndpointingOverrides:
+        """The stream session's endpointing. `reported_silence_ms` is the silence the session
+        events report when the client set none: a client that sends it back (some echo the
+        whole session) keeps adaptive endpointing; any other value fixes the silence."""
         td = self.turn_detection
         if td.type is None:
             return stream_session.EndpointingOverrides(manual=True)
@@ -62,7 +65,9 @@ class RealtimeConfig:
         return stream_session.EndpointingOverrides(
             onset=td.threshold,
             pre_roll_s=None if td.prefix_padding_ms is None else td.prefix_padding_ms / 1000,
-            silence_ms=td.silence_duration_ms,
+            silence_ms=None
+            if td.silence_duration_ms == reported_silence_ms
+            else td.silence_duration_ms,
         )
 
     def engine_settings(self) -> tuple[Any, ...]:

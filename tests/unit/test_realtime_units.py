@@ -126,7 +126,11 @@ def test_current_shape_sets_everything() -> None:
     )
     assert config.format is PCMU and config.logprobs
     assert (config.prompt, config.keywords) == ("Dashwood", ("Norland",))
-    assert config.endpointing() == EndpointingOverrides(onset=0.6, pre_roll_s=0.3, silence_ms=700)
+    assert config.endpointing(450) == EndpointingOverrides(
+        onset=0.6, pre_roll_s=0.3, silence_ms=700
+    )
+    # the reported default sent back (a client echoing the session) keeps adaptive endpointing
+    assert config.endpointing(700) == EndpointingOverrides(onset=0.6, pre_roll_s=0.3)
     stream = config.stream_config()
     assert (stream.sample_rate, stream.prompt, stream.keywords) == (8000, "Dashwood", ("Norland",))
     shown = render(config, session_id="s", served="tiny.en", endpoint_silence_ms=450, beta=False)
@@ -143,12 +147,12 @@ def test_beta_shape_and_omitted_fields_keep_their_value() -> None:
     assert first.format is PCMA and first.prompt == "x"
     second = update({"turn_detection": None}, beta=True, config=first)
     assert second.format is PCMA and second.prompt == "x"
-    assert second.endpointing() == EndpointingOverrides(manual=True)
+    assert second.endpointing(450) == EndpointingOverrides(manual=True)
     shown = render(second, session_id="s", served="tiny.en", endpoint_silence_ms=450, beta=True)
     assert shown["input_audio_format"] == "g711_alaw" and shown["turn_detection"] is None
     # semantic_vad: served by the default endpointing
     third = update({"turn_detection": {"type": "semantic_vad"}}, beta=True, config=second)
-    assert third.endpointing() == EndpointingOverrides()
+    assert third.endpointing(450) == EndpointingOverrides()
 
 
 def test_default_session_reports_the_servers_endpointing() -> None:
@@ -603,7 +607,7 @@ def test_random_session_updates_only_raise_realtime_errors() -> None:
             continue
         render(config, session_id="s", served="base", endpoint_silence_ms=450, beta=i % 2 == 0)
         config.stream_config()
-        config.endpointing()
+        config.endpointing(450)
 
 
 async def test_clear_drops_the_utterance_in_progress() -> None:
