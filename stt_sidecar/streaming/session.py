@@ -417,12 +417,9 @@ class StreamSession:
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         text = shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
-        alone = self._final_options
-        if "prefix" in options:
-            alone = {**alone, "prefix": options["prefix"]}
         if (
             retry
-            and (window is not None or options != alone)
+            and (window is not None or with_context)
             and text is not None
             and runaway(text.text, seconds)
         ):
