@@ -12,7 +12,6 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from aiohttp import web
@@ -42,13 +41,10 @@ from .state import STATE, SidecarState
 from .streaming.encoder_windows import encoder_window_s
 from .streaming.handler import add_streaming_routes
 
-if TYPE_CHECKING:
-    from faster_whisper import WhisperModel
-
 logger = logging.getLogger("stt_sidecar")
 
 WARMUP_CLIP = Path(__file__).parent / "assets" / "warmup_jfk.wav"
-# As a streaming final decodes: greedy, a full 30 s window.
+# Greedy, as every streaming decode.
 WARMUP_OPTIONS = {"language": "en", "beam_size": 1}
 
 
@@ -60,18 +56,20 @@ def read_warmup_audio() -> np.ndarray:
     return audio
 
 
-async def _timed_decode(model: WhisperModel, audio: np.ndarray, device: str, threads: int) -> float:
+async def _timed_decode(
+    scheduler: DecodeScheduler, audio: np.ndarray, device: str, threads: int
+) -> float:
     """Seconds one decode of `audio` takes on this machine. On CPU, from the process's CPU
     time (nothing else runs before ready): a machine briefly busy with other work at start
     would otherwise get a budget fit for its worst moment (wall time read 5.5 s instead of
     ~0.6 s on the shared development box)."""
     # in the window a streaming final of this length gets: what a stream's work costs
     window = encoder_window_s(
-        audio.size / SAMPLE_RATE, final=True, english_only=not model.model.is_multilingual
+        audio.size / SAMPLE_RATE, final=True, english_only=scheduler.english_only
     )
     cpu, wall = time.process_time(), time.monotonic()
     await asyncio.get_running_loop().run_in_executor(
-        None, run_whisper, model, audio, WARMUP_OPTIONS, window
+        None, run_whisper, scheduler.model, audio, WARMUP_OPTIONS, window
     )
     if device == "cpu":
         return (time.process_time() - cpu) / threads
@@ -109,7 +107,9 @@ async def _load_and_warm(app: web.Application) -> None:
         warmup = time.monotonic() - started
         if not s.max_streams:
             # A second, now typical, decode tells what this machine carries (capacity.py).
-            decode = await _timed_decode(model, warmup_audio, state.device, s.threads_per_decode)
+            decode = await _timed_decode(
+                scheduler, warmup_audio, state.device, s.threads_per_decode
+            )
             s = state.settings = s.replace(max_streams=derive_max_streams(decode, s.decode_workers))
             logger.info(
                 "STT_MAX_STREAMS=%d, derived from a %.2f s final-sized decode on %d worker(s); "

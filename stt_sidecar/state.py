@@ -58,8 +58,7 @@ class SidecarState:
     @property
     def languages(self) -> Languages:
         """The served model's language rules (English-only or multilingual)."""
-        model = self.scheduler.model if self.scheduler else None
-        return Languages(english_only=model is not None and not model.model.is_multilingual)
+        return Languages(english_only=self.scheduler is not None and self.scheduler.english_only)
 
     def load(self) -> float:
         """0..1: the larger of stream occupancy and the scheduler's recent busy fraction."""

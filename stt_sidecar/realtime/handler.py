@@ -257,7 +257,6 @@ class _RealtimeSession:
                 metrics=state.metrics,
                 send=self._deliver,
                 endpointing=self.config.endpointing(state.settings.endpoint_silence_ms),
-                # finals forced to start with the deltas sent: the price is words (README)
             )
         return self.conn.session
 

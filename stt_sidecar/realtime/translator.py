@@ -10,8 +10,9 @@ retracted), the final the rest. Where the final keeps the stable words but spell
 differently (case, punctuation), `completed` keeps the spelling already sent. Where it really
 disagrees (another word), the sent words are aligned with the final's, and `completed` is the
 deltas followed by the final's words after the point where the deltas end: the words after the
-deltas keep the whole-utterance decode's accuracy, but a wrong stable word stays (with tiny.en,
-1-2 of conversation.wav's 10 items: WER 7-9 % against 3 %; docs/realtime-protocol.md).
+deltas keep the whole-utterance decode's accuracy, but a wrong stable word stays. Stable words
+need two agreeing confident interims, which makes that rare (none on conversation.wav;
+docs/realtime-protocol.md).
 
 Differences from OpenAI, by design: deltas start during speech (OpenAI's start after the
 commit), so they precede `speech_stopped` and `committed`; with client commits (no turn
