@@ -10,7 +10,8 @@ like a repetition loop, which a prompt would otherwise feed back into the next d
 from __future__ import annotations
 
 import collections
-import zlib
+
+from faster_whisper.transcribe import get_compression_ratio
 
 from ..whisper_options import COMPRESSION_RATIO_THRESHOLD
 
@@ -20,15 +21,15 @@ RESET_AFTER_S = 20.0  # a silence this long starts a new context
 
 def looks_repetitive(text: str) -> bool:
     """Whisper's own loop test: text that zlib squeezes this well repeats itself."""
-    data = text.encode()
-    return len(data) > 0 and len(data) / len(zlib.compress(data)) > COMPRESSION_RATIO_THRESHOLD
+    return bool(text) and get_compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD
 
 
 MAX_WORDS_PER_S = 5.0  # fast speech is ~4 words/s: more is a decode running away
 
 
 def runaway(text: str, seconds: float) -> bool:
-    """A decode that loops or says more than the audio can hold: redo it without context."""
+    """A decode that loops or says more than the audio can hold (a final is decoded again,
+    an interim dropped)."""
     return looks_repetitive(text) or len(text.split()) > MAX_WORDS_PER_S * seconds + 4
 
 
@@ -60,20 +61,16 @@ class UtteranceContext:
             recent = self._finals[-1]
         return f"{self._base} {recent}" if self._base else recent
 
-    @property
-    def active(self) -> bool:
-        """Whether the next prompt carries earlier finals."""
-        return bool(self._finals)
-
     def add(self, text: str, end: float, language: str) -> None:
         """Remember a final that was sent."""
         if not self.enabled:
             return
-        if language != self._language or looks_repetitive(text):
+        repetitive = looks_repetitive(text)
+        if language != self._language or repetitive:
             self._clear()
         self._language = language
         self._last_end = end
-        if looks_repetitive(text):
+        if repetitive:
             return
         self._finals.append(text)
         self._chars += len(text) + 1
