@@ -24,12 +24,12 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any
 
+from ..streaming.transcripts import comparable_word
 from .events import INTERNAL, ms, server_event
 
 TRANSCRIPTION = "conversation.item.input_audio_transcription"
@@ -37,10 +37,6 @@ CLEARED = "input_audio_buffer.cleared"
 MIN_PROBABILITY = 1e-6  # of a word the decoder did not hear (log: -13.8)
 
 logger = logging.getLogger("stt_sidecar.realtime")
-
-
-def _norm(word: str) -> str:
-    return re.sub(r"[^\w']", "", word.lower())
 
 
 @dataclass
@@ -73,7 +69,10 @@ class AppendOnlyText:
         # Align the sent words with the final's; the final resumes where the sent words end:
         # past the last matching run, by as many words as the sent ones left after it.
         matcher = SequenceMatcher(
-            None, [_norm(w) for w in sent_words], [_norm(w) for w in words], autojunk=False
+            None,
+            [comparable_word(w) for w in sent_words],
+            [comparable_word(w) for w in words],
+            autojunk=False,
         )
         origin: list[int | None] = [None] * len(sent_words)
         a_end = b_end = 0

@@ -106,18 +106,11 @@ class EndpointPolicy:
             return int(ms / 1000 * SAMPLE_RATE)
 
         default = samples(default_ms)
-        if not adaptive:
-            return cls(
-                adaptive=False,
-                default=default,
-                short=default,
-                long=default,
-                speculate=min(samples(SPECULATE_MS), default),
-            )
-        short = min(samples(short_ms), default)
-        long = max(samples(long_ms), default)
+        # fixed: every decision is the default silence
+        short = min(samples(short_ms), default) if adaptive else default
+        long = max(samples(long_ms), default) if adaptive else default
         return cls(
-            adaptive=True,
+            adaptive=adaptive,
             default=default,
             short=short,
             long=long,

@@ -137,7 +137,8 @@ def audible_end(audio: np.ndarray, offset: float) -> float:
     return offset + (int(loud[-1]) + 1) * _FRAME / SAMPLE_RATE
 
 
-def _norm(word: str) -> str:
+def comparable_word(word: str) -> str:
+    """A word as agreement compares it: lower case, without punctuation."""
     return re.sub(r"[^\w']", "", word.lower())
 
 
@@ -161,7 +162,7 @@ class StableText:
         agreed = len(self._stable)
         if confident and self._previous_confident:
             for a, b in zip(candidate[agreed:], self._previous[agreed:], strict=False):
-                if _norm(a) != _norm(b):
+                if comparable_word(a) != comparable_word(b):
                     break
                 agreed += 1
         self._stable = candidate[:agreed]
