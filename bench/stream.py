@@ -433,15 +433,24 @@ async def run(args: argparse.Namespace) -> None:
             )
 
 
-def add_sidecar_env_option(parser: argparse.ArgumentParser) -> None:
-    """`--sidecar-env NAME=VALUE` (repeatable): a setting for the sidecar the script starts."""
+def add_setting_option(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """A repeatable `FLAG NAME=VALUE` option: environment settings for a sidecar."""
     parser.add_argument(
-        "--sidecar-env",
+        flag,
         action="append",
         default=[],
         type=lambda kv: tuple(kv.split("=", 1)),
         metavar="NAME=VALUE",
-        help="setting for the sidecar this script starts (repeatable), e.g. STT_NUM_WORKERS=2",
+        help=help,
+    )
+
+
+def add_sidecar_env_option(parser: argparse.ArgumentParser) -> None:
+    """`--sidecar-env NAME=VALUE` (repeatable): a setting for the sidecar the script starts."""
+    add_setting_option(
+        parser,
+        "--sidecar-env",
+        "setting for the sidecar this script starts (repeatable), e.g. STT_NUM_WORKERS=2",
     )
 
 
@@ -473,13 +482,10 @@ def main() -> None:
         default=0.5,
         help="turns: share of each stream's time that is the file (the rest is silence)",
     )
-    parser.add_argument(
+    add_setting_option(
+        parser,
         "--baseline",
-        action="append",
-        default=[],
-        type=lambda kv: tuple(kv.split("=", 1)),
-        metavar="NAME=VALUE",
-        help="also run every row on a second sidecar with these settings (repeatable), "
+        "also run every row on a second sidecar with these settings (repeatable), "
         "e.g. PYTHONPATH=/path/to/another/checkout",
     )
     parser.add_argument(
