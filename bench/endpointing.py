@@ -29,17 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
-import soundfile
 
-from bench.stream import add_sidecar_env_option, pct
+from bench.stream import add_sidecar_env_option, batch_text, pct, wav_bytes
 from stt_sidecar.replay import ReplayResult, assign_finals, load_pcm16, replay, split_and_merged
 from tests.support.sidecar import SidecarProcess
 from tests.support.speech import wer
@@ -77,22 +74,6 @@ def score(result: ReplayResult, sentences: list[dict[str, Any]]) -> dict[str, An
         "outside": len(groups[-1]),
         "wer": wer(" ".join(s["text"] for s in sentences), " ".join(f["text"] for f in finals)),
     }
-
-
-def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
-    out = io.BytesIO()
-    soundfile.write(out, audio, rate, format="WAV", subtype="PCM_16")
-    return out.getvalue()
-
-
-async def batch_text(http: aiohttp.ClientSession, base: str, wav: bytes) -> str:
-    form = aiohttp.FormData()
-    form.add_field("file", wav, filename="clip.wav", content_type="audio/wav")
-    form.add_field("model", "whisper-1")
-    form.add_field("response_format", "json")
-    async with http.post(base + "/v1/audio/transcriptions", data=form) as r:
-        r.raise_for_status()
-        return str((await r.json())["text"])
 
 
 async def endpoint_counts(http: aiohttp.ClientSession, base: str) -> dict[str, float]:

@@ -105,24 +105,35 @@ async def metric_value(http: aiohttp.ClientSession, base: str, name: str, header
     return 0.0
 
 
+def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
+    out = io.BytesIO()
+    soundfile.write(out, audio, rate, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+async def batch_text(
+    http: aiohttp.ClientSession, base: str, wav: bytes, headers: dict[str, str] | None = None
+) -> str:
+    """One clip's text from POST /v1/audio/transcriptions."""
+    form = aiohttp.FormData()
+    form.add_field("file", wav, filename="clip.wav", content_type="audio/wav")
+    form.add_field("model", "whisper-1")
+    form.add_field("response_format", "json")
+    async with http.post(base + "/v1/audio/transcriptions", data=form, headers=headers) as r:
+        r.raise_for_status()
+        return str((await r.json())["text"])
+
+
 async def batch_transcripts(
     http: aiohttp.ClientSession, base: str, audio: np.ndarray, rate: int, utterances, headers
 ) -> tuple[list[str], list[float]]:
     """Each utterance's clip through POST /v1/audio/transcriptions: text and round-trip time."""
     texts, times = [], []
     for u in utterances:
-        clip = audio[int(u["start"] * rate) : int(u["end"] * rate)]
-        wav = io.BytesIO()
-        soundfile.write(wav, clip, rate, format="WAV", subtype="PCM_16")
-        form = aiohttp.FormData()
-        form.add_field("file", wav.getvalue(), filename="clip.wav", content_type="audio/wav")
-        form.add_field("model", "whisper-1")
-        form.add_field("response_format", "json")
+        wav = wav_bytes(audio[int(u["start"] * rate) : int(u["end"] * rate)], rate)
         started = time.monotonic()
-        async with http.post(base + "/v1/audio/transcriptions", data=form, headers=headers) as r:
-            body = await r.json()
+        texts.append(await batch_text(http, base, wav, headers))
         times.append(time.monotonic() - started)
-        texts.append(body["text"])
     return texts, times
 
 
