@@ -110,7 +110,11 @@ async def _load_and_warm(app: web.Application) -> None:
             decode = await _timed_decode(
                 scheduler, warmup_audio, state.device, s.threads_per_decode
             )
-            s = state.settings = s.replace(max_streams=derive_max_streams(decode, s.decode_workers))
+            # English-only models stream in short encoder windows (encoder_windows.py)
+            budget = derive_max_streams(
+                decode, s.decode_workers, short_windows=scheduler.english_only
+            )
+            s = state.settings = s.replace(max_streams=budget)
             logger.info(
                 "STT_MAX_STREAMS=%d, derived from a %.2f s final-sized decode on %d worker(s); "
                 "set STT_MAX_STREAMS to override",

@@ -33,7 +33,10 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def base_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
     cache = tmp_path_factory.mktemp("model-cache")
-    proc = SidecarProcess(STT_MODEL="base", STT_MODEL_CACHE_DIR=str(cache)).start(timeout=120)
+    # two streams at once below: a budget derived under load could admit one (capacity.py)
+    proc = SidecarProcess(
+        STT_MODEL="base", STT_MODEL_CACHE_DIR=str(cache), STT_MAX_STREAMS="4"
+    ).start(timeout=120)
     yield proc
     proc.stop()
 

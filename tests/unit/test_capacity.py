@@ -17,6 +17,12 @@ def test_more_streams_on_faster_decodes_and_more_workers() -> None:
     assert derive_max_streams(1.0, workers=1) < slow
 
 
+def test_models_streaming_in_full_windows_count_a_final_per_more_stream_seconds() -> None:
+    # multilingual models keep 30 s finals: one timed decode stands for more of a stream
+    full = derive_max_streams(1.39, workers=2, short_windows=False)  # base, measured here
+    assert full == 3 > derive_max_streams(1.39, workers=2) == 2
+
+
 def test_bounded_whatever_the_measurement() -> None:
     assert derive_max_streams(60.0, workers=1) == 1  # a machine far too slow still serves one
     assert derive_max_streams(1e-6, workers=2) == MAX_STREAMS
