@@ -84,6 +84,10 @@ class SidecarSettings:
     # WER 9.3 -> 8.8 % on the pauses set but 3.1 -> 5.2 % on conversation.wav, and ~1 s more
     # latency on a busy box (a prompted final often takes a second decode pass).
     stream_context: bool = False
+    # An utterance that starts this soon after the last one ended (a pause the endpoint took
+    # for an end) is decoded after that one's audio, and keeps only its own words
+    # (streaming/continuation.py). 0: each utterance alone.
+    continuation_gap_ms: int = 1000
     max_utterance_s: float = 20.0
     interim_interval_ms: int = 500
     idle_timeout_s: float = 30.0
@@ -147,6 +151,14 @@ class SidecarSettings:
                 env, "STT_ENDPOINT_LONG_MS", d.endpoint_long_ms, int, minimum=100, maximum=5000
             ),
             stream_context=_parse(env, "STT_STREAM_CONTEXT", d.stream_context, bool),
+            continuation_gap_ms=_parse(
+                env,
+                "STT_CONTINUATION_GAP_MS",
+                d.continuation_gap_ms,
+                int,
+                minimum=0,
+                maximum=5000,
+            ),
             max_utterance_s=_parse(
                 env, "STT_MAX_UTTERANCE_S", d.max_utterance_s, float, minimum=2, maximum=30
             ),

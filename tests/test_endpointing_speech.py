@@ -69,3 +69,20 @@ async def test_a_repeated_passage_does_not_loop_with_context(sidecar) -> None:
     for text in texts:
         assert len(text.split()) <= len(c.text.split()) + 1, texts
     assert wer(" ".join([c.text] * times), " ".join(texts)) <= 0.2, texts
+
+
+async def test_the_rest_of_a_split_sentence_is_decoded_after_its_first_part(sidecar) -> None:
+    """The fixed 450 ms endpoint splits both sentences at every inner pause (620 and 550 ms;
+    570 ms).
+    Decoded alone, the second parts came out as "The maids. Still more respectable..." and
+    "Made any able himself." (WER 0.18); decoded after the first part's audio, they keep their
+    own words only, and right (STT_CONTINUATION_GAP_MS, streaming/continuation.py)."""
+    audio, rate, sentences = pauses_subset(1, 2)
+    config = {**FAST, "endpointing": "fixed"}
+    result = await replay(sidecar.ws_url, audio, rate, speed=SPEED, config=config)
+    per_sentence = assign_finals(result.finals, sentences)
+    texts = [[f["text"] for f in finals] for finals in per_sentence[: len(sentences)]]
+    assert [len(t) for t in texts] == [3, 2], texts  # split at every inner pause
+    refs = " ".join(s["text"] for s in sentences)
+    assert wer(refs, " ".join(" ".join(t) for t in texts)) <= 0.08, texts
+    assert per_sentence[-1] == []

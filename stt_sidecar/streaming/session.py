@@ -9,8 +9,9 @@ Timeline of an utterance (times are stream audio, 16 kHz samples):
                                                  when no speech came after it started)
 
 The endpoint's silence is STT_ENDPOINT_SILENCE_MS, or with adaptive endpointing what the
-speculative text asks for (`endpointing.py`). Finals are prompted with the stream's recent
-finals (`context.py`).
+speculative text asks for (`endpointing.py`). An utterance that starts right after the last one
+is decoded after that one's audio (`continuation.py`); with context on, finals are prompted with
+the stream's recent finals (`context.py`).
 
 Finals decode the whole utterance and are never dropped. A stream has at most one interim
 decode queued, cancelled when its utterance ends, and only the newest interim waits in the
@@ -36,6 +37,7 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway
+from .continuation import PreviousUtterance, words_from
 from .encoder_windows import encoder_window_s as streaming_encoder_window_s
 from .endpointing import Endpoint, EndpointPolicy, classify
 from .interims import interim_due, interim_interval
@@ -204,6 +206,7 @@ class StreamSession:
             else config.condition_on_previous_text,
             base_prompt=config.prompt,
         )
+        self._previous = PreviousUtterance(int(s.continuation_gap_ms / 1000 * SAMPLE_RATE))
         self._interim_interval = int(s.interim_interval_ms / 1000 * SAMPLE_RATE)
         self._pre_roll = int(PRE_ROLL_S * SAMPLE_RATE)
         self._post_pad = int(POST_PAD_S * SAMPLE_RATE)
@@ -375,13 +378,19 @@ class StreamSession:
         options = self._final_options
         if prompt != options["initial_prompt"]:
             options = {**options, "initial_prompt": prompt}
+        context = self._previous.context_for(utterance.start, utterance.onset)
+        context_s = 0.0
+        if context is not None:
+            audio = np.concatenate([context, audio])
+            context_s = _seconds(context.size)
         return asyncio.create_task(
             self._run_final_decode(
                 audio,
                 options,
-                _seconds(utterance.start),
+                _seconds(utterance.start) - context_s,
                 _seconds(utterance.onset),
                 _seconds(min(utterance.last_speech_end, end)),
+                context_s=context_s,
             )
         )
 
@@ -394,7 +403,11 @@ class StreamSession:
         speech_end: float,
         *,
         retry: bool = True,
+        context_s: float = 0.0,
     ) -> FinalText | None:
+        """Decode a final. `offset`: stream time of `audio[0]`; `context_s`: seconds of the
+        previous utterance at the start of `audio`, whose words are not this final's
+        (continuation.py)."""
         seconds = _seconds(audio.size)
         # Whisper's own window for the retry, and with the earlier finals as the prompt
         # (encoder_windows.py says why)
@@ -416,7 +429,17 @@ class StreamSession:
             encoder_window_s=window,
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
-        text = shape_final(result.segments, result.info.language, offset, speech_start, speech_end)
+        segments = result.segments
+        if context_s:
+            own = words_from(segments, context_s)
+            if not own or runaway(hypothesis_text(segments), seconds):
+                # no word placed after the previous utterance, or a loop: decode it alone
+                skip = int(context_s * SAMPLE_RATE)
+                return await self._run_final_decode(
+                    audio[skip:], options, offset + context_s, speech_start, speech_end
+                )
+            segments = own
+        text = shape_final(segments, result.info.language, offset, speech_start, speech_end)
         if (
             retry
             and (window is not None or with_context)
@@ -504,6 +527,9 @@ class StreamSession:
                 speech_end_wall=utterance.last_speech_wall,
             )
         )
+        self._previous.remember(
+            self._buffer.slice(utterance.start, end), end, utterance.last_speech_end
+        )
         self._buffer.drop_before(end)
 
     def _cut_long_utterance(self, utterance: Utterance) -> None:
@@ -537,6 +563,7 @@ class StreamSession:
                 if task is not None:
                     task.cancel()
         self._interim = None
+        self._previous.forget()  # cleared audio is no context either
         # windows held for an endpoint decision are cleared audio too: never applied later
         self._vad_cursor += len(self._held) * WINDOW
         self._held.clear()

@@ -97,7 +97,14 @@ class TextScheduler:
         await asyncio.sleep(self.delay)
         if self.gate is not None:
             await self.gate.wait()
-        word = SimpleNamespace(word=" " + text, start=0.1, end=0.3, probability=self.probability)
+        # said near the end of the audio: a continuation's context (before it) keeps it
+        seconds = audio.size / SAMPLE_RATE
+        word = SimpleNamespace(
+            word=" " + text,
+            start=max(0.0, seconds - 0.6),
+            end=max(0.0, seconds - 0.4),
+            probability=self.probability,
+        )
         segment = SimpleNamespace(
             text=" " + text, no_speech_prob=0.0, avg_logprob=-0.1, words=[word]
         )
@@ -480,3 +487,42 @@ async def test_clear_drops_the_windows_held_for_a_decision() -> None:
     await session.finish(None)
     # the cleared speech never comes back as an utterance of its own
     assert [m["type"] for m in sent] == ["speech_started", "cleared"], sent
+
+
+@pytest.mark.parametrize(("pause_s", "continued"), [(0.3, True), (1.6, False)])
+async def test_a_continuation_is_decoded_after_the_previous_utterance(
+    pause_s: float, continued: bool
+) -> None:
+    # "I am done." ends after 220 ms; speech again 80 ms later is decoded after its audio
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(pause_s, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    runs = [
+        await run(audio, TextScheduler(texts=["I am done.", "Really."]), continuation_gap_ms=gap)
+        for gap in (1000, 0)
+    ]
+    for got in runs:
+        assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
+    sizes = [[size for _, size, _ in got.scheduler.jobs] for got in runs]
+    assert (sizes[0] != sizes[1]) is continued
+    if continued:  # the second decode heard the first utterance, then the pause, then itself
+        assert sizes[0][1] > sizes[1][0] + sizes[1][1]
+    # the kept word has its stream time, whatever audio came before it in the decode
+    assert runs[0].finals[1]["start"] == runs[1].finals[1]["start"]
+
+
+async def test_a_continuation_with_no_word_of_its_own_is_decoded_again_alone() -> None:
+    class EarlyWords(TextScheduler):
+        async def transcribe(self, audio: np.ndarray, *args: Any, **kwargs: Any) -> DecodeResult:
+            result = await super().transcribe(audio, *args, **kwargs)
+            result.segments[0].words[0].start, result.segments[0].words[0].end = 0.1, 0.3
+            return result
+
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.3, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    got = await run(audio, EarlyWords(texts=["I am done.", "Wait", "Really."]))
+    # the decode after the first utterance put its one word in the first: that one is no final
+    assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
+    sizes = [size for _, size, _ in got.scheduler.jobs]
+    assert len(sizes) == 3 and sizes[1] > sizes[2]

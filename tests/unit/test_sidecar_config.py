@@ -101,9 +101,11 @@ def test_environment() -> None:
             "STT_DEVICE": "CPU",
             "STT_MAX_UTTERANCE_S": "12.5",
             "STT_API_KEY": "",
+            "STT_CONTINUATION_GAP_MS": "0",
         }
     )
     assert (s.port, s.device, s.max_utterance_s, s.api_key) == (9000, "cpu", 12.5, None)
+    assert s.continuation_gap_ms == 0
     assert SidecarSettings.from_env({}) == SidecarSettings()
 
 
@@ -114,6 +116,7 @@ def test_environment() -> None:
         ({"STT_PORT": "70000"}, "must be <= 65535"),
         ({"STT_MAX_UTTERANCE_S": "1"}, "must be >= 2"),
         ({"STT_DEVICE": "tpu"}, "must be one of auto, cpu, cuda"),
+        ({"STT_CONTINUATION_GAP_MS": "-1"}, "must be >= 0"),
     ],
 )
 def test_bad_environment_names_the_variable(env: dict[str, str], message: str) -> None:

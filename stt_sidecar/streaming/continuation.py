@@ -1,0 +1,83 @@
+"""Continuations: an utterance that starts right after the last one is decoded after its audio.
+
+An endpoint sometimes takes a pause inside a sentence for its end ("And Mr. John." ... "Dashwood
+had then leisure to consider"). The first half's final is out; the second half, decoded alone,
+starts mid-sentence, and tiny.en garbles such fragments ("Hari Vai.", "Add a merry de morr").
+Whisper decodes them well with the words before them in its window, so when an utterance
+starts within `STT_CONTINUATION_GAP_MS` of the last one's end, its final is decoded after the
+last utterance's audio (at most `CONTEXT_AUDIO_S` of it) and keeps only the words Whisper
+places in the new utterance. Measured offline with every inner pause of the pauses set taken
+as an end (34 fragments, tiny.en): 24.2 % WER alone, 12.9 % decoded after the previous 10 s.
+
+Audio is the context here, not text: the earlier finals as a prompt (`context.py`) made
+tiny.en repeat them. A decode that loops over the longer audio, or places no word in the new
+utterance, is done again on the utterance alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..audio_format import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment
+
+CONTEXT_AUDIO_S = 10.0  # of the last utterance, at most: ~2x the CPU of a fragment alone
+MAX_GAP_FILL_S = 1.0  # silence put between the two, at most (the real gap was not kept)
+
+
+class PreviousUtterance:
+    """The tail of a stream's last utterance, for the next one to be decoded after.
+
+    Args:
+        gap: longest pause, in samples, after which an utterance still counts as a
+            continuation (from the last one's end of speech to the new one's onset); 0: never.
+    """
+
+    def __init__(self, gap: int) -> None:
+        self._gap = gap
+        self._audio: np.ndarray | None = None
+        self._end = 0  # sample after its audio
+        self._speech_end = 0
+
+    def remember(self, audio: np.ndarray, end: int, speech_end: int) -> None:
+        """The utterance that just closed: its audio (up to `end`) and its end of speech."""
+        if self._gap <= 0:
+            return
+        self._audio = audio[-int(CONTEXT_AUDIO_S * SAMPLE_RATE) :].copy()
+        self._end = end
+        self._speech_end = speech_end
+
+    def forget(self) -> None:
+        self._audio = None
+
+    def context_for(self, start: int, onset: int) -> np.ndarray | None:
+        """Audio to decode before an utterance whose audio starts at `start` (speech at
+        `onset`): the last utterance and the pause after it; None if it is no continuation."""
+        if self._audio is None or onset - self._speech_end > self._gap or start < self._end:
+            return None
+        gap = np.zeros(min(start - self._end, int(MAX_GAP_FILL_S * SAMPLE_RATE)), np.float32)
+        return np.concatenate([self._audio, gap])
+
+
+def words_from(segments: list[Segment], boundary_s: float) -> list[Segment]:
+    """The segments' words whose middle is at or after `boundary_s` (decode time), as
+    segments: a word across the boundary belongs where most of it was said."""
+    kept: list[Segment] = []
+    for segment in segments:
+        words = [w for w in segment.words or [] if (w.start + w.end) / 2 >= boundary_s]
+        if not words:
+            continue
+        if len(words) < len(segment.words or []):
+            segment = dataclasses.replace(
+                segment,
+                start=words[0].start,
+                text="".join(w.word for w in words),
+                words=words,
+            )
+        kept.append(segment)
+    return kept

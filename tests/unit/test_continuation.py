@@ -1,0 +1,74 @@
+"""Continuations: which audio a final is decoded after, and which words it keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+from faster_whisper.transcribe import Segment, Word
+
+from stt_sidecar.audio_format import SAMPLE_RATE
+from stt_sidecar.streaming.continuation import (
+    CONTEXT_AUDIO_S,
+    MAX_GAP_FILL_S,
+    PreviousUtterance,
+    words_from,
+)
+
+
+def segment(*words: tuple[float, float, str]) -> Segment:
+    return Segment(
+        id=0,
+        seek=0,
+        start=words[0][0],
+        end=words[-1][1],
+        text="".join(w for _, _, w in words),
+        tokens=[],
+        avg_logprob=-0.2,
+        compression_ratio=1.2,
+        no_speech_prob=0.01,
+        words=[Word(start=s, end=e, word=w, probability=0.9) for s, e, w in words],
+        temperature=0.0,
+    )
+
+
+def test_words_from_keeps_the_words_said_mostly_after_the_boundary() -> None:
+    first = segment((0.0, 0.4, " And"), (0.4, 0.9, " mister"), (0.9, 1.5, " John."))
+    second = segment((2.2, 2.9, " Dashwood"), (2.9, 3.1, " had"))
+    # " John." straddles 1.3 s with most of it before: the previous utterance's word
+    kept = words_from([first, second], 1.3)
+    assert kept == [second]
+    # the boundary inside a segment: that segment is cut, its text rebuilt from its words
+    kept = words_from([first, second], 0.6)
+    assert [s.text for s in kept] == [" mister John.", " Dashwood had"]
+    assert kept[0].start == 0.4 and kept[0].end == 1.5
+    assert words_from([first, second], 3.5) == []
+
+
+def test_a_continuation_is_decoded_after_the_previous_utterance_and_the_pause() -> None:
+    rate = SAMPLE_RATE
+    previous = PreviousUtterance(gap=rate)  # 1 s
+    audio = np.ones(2 * rate, np.float32)
+    previous.remember(audio, end=3 * rate, speech_end=int(2.7 * rate))
+    # speech again 0.5 s after the end of speech: the old audio, then the unkept pause
+    context = previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate))
+    assert context is not None
+    assert context.size == 2 * rate + int(0.2 * rate)
+    assert np.all(context[2 * rate :] == 0)
+    # a longer pause: no continuation
+    assert previous.context_for(start=4 * rate, onset=int(3.8 * rate)) is None
+    previous.forget()
+    assert previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate)) is None
+
+
+def test_context_audio_and_gap_fill_are_bounded() -> None:
+    rate = SAMPLE_RATE
+    previous = PreviousUtterance(gap=5 * rate)
+    previous.remember(np.ones(25 * rate, np.float32), end=25 * rate, speech_end=25 * rate)
+    context = previous.context_for(start=29 * rate, onset=29 * rate)
+    assert context is not None
+    assert context.size == int((CONTEXT_AUDIO_S + MAX_GAP_FILL_S) * rate)
+
+
+def test_a_zero_gap_turns_continuations_off() -> None:
+    previous = PreviousUtterance(gap=0)
+    previous.remember(np.ones(SAMPLE_RATE, np.float32), end=SAMPLE_RATE, speech_end=SAMPLE_RATE)
+    assert previous.context_for(start=SAMPLE_RATE, onset=SAMPLE_RATE) is None
