@@ -64,6 +64,14 @@ class SidecarMetrics:
             ["decision"],
             registry=r,
         )
+        self.continuations = Counter(
+            "stt_continuations",
+            "Final decodes of an utterance that started right after the last one, by outcome:"
+            " kept (decoded after the last one's audio) or alone (decoded again on its own: a"
+            " loop, or no word of its own)",
+            ["outcome"],
+            registry=r,
+        )
         self.finals_sent = Counter("stt_finals_sent", "Final transcripts sent", registry=r)
         self.queue_depth = Gauge(
             "stt_decode_queue_depth", "Decodes waiting for the model", registry=r

@@ -432,7 +432,9 @@ class StreamSession:
         segments = result.segments
         if context_s:
             own = words_from(segments, context_s)
-            if not own or runaway(hypothesis_text(segments), seconds):
+            alone = not own or runaway(hypothesis_text(segments), seconds)
+            self._metrics.continuations.labels(outcome="alone" if alone else "kept").inc()
+            if alone:
                 # no word placed after the previous utterance, or a loop: decode it alone
                 skip = int(context_s * SAMPLE_RATE)
                 return await self._run_final_decode(

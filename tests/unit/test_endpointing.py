@@ -509,6 +509,8 @@ async def test_a_continuation_is_decoded_after_the_previous_utterance(
         assert sizes[0][1] > sizes[1][0] + sizes[1][1]
     # the kept word has its stream time, whatever audio came before it in the decode
     assert runs[0].finals[1]["start"] == runs[1].finals[1]["start"]
+    kept = runs[0].metrics.registry.get_sample_value("stt_continuations_total", {"outcome": "kept"})
+    assert (kept or 0) == (1 if continued else 0)
 
 
 async def test_a_continuation_with_no_word_of_its_own_is_decoded_again_alone() -> None:
@@ -526,3 +528,5 @@ async def test_a_continuation_with_no_word_of_its_own_is_decoded_again_alone() -
     assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
     sizes = [size for _, size, _ in got.scheduler.jobs]
     assert len(sizes) == 3 and sizes[1] > sizes[2]
+    registry = got.metrics.registry
+    assert registry.get_sample_value("stt_continuations_total", {"outcome": "alone"}) == 1
