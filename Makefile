@@ -9,7 +9,7 @@ EXTRAS ?=
 # Re-install only when a project file that declares dependencies changed (or EXTRAS did).
 STAMP := $(VENV)/.installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
-.PHONY: install run sidecar agent test test-fast test-live lint typecheck bench bench-batch bench-stream bench-capacity bench-flood bench-soak clean
+.PHONY: install run sidecar agent test test-fast test-live lint typecheck bench bench-batch bench-stream bench-capacity bench-flood bench-soak bench-end-of-turn clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,12 @@ bench-flood: install
 
 bench-soak: install
 	$(PY) bench/soak.py --minutes 20 --streams 4
+
+# The text rule beside Pipecat's Smart Turn v3.2, whose ONNX weights ship in the pipecat-ai
+# wheel: only that file is read, so none of pipecat's dependencies are installed.
+bench-end-of-turn: install
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps pipecat-ai==1.14.0
+	$(PY) bench/end_of_turn.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/browser/node_modules
