@@ -9,6 +9,9 @@ last utterance's audio (at most `CONTEXT_AUDIO_S` of it) and keeps only the word
 places in the new utterance. Measured offline with every inner pause of the pauses set taken
 as an end (34 fragments, tiny.en): 24.2 % WER alone, 12.9 % decoded after the previous 10 s.
 
+Streams that detect the language of each utterance decode it alone: the earlier audio
+would decide the language of the new utterance too.
+
 Audio is the context here, not text: the earlier finals as a prompt (`context.py`) made
 tiny.en repeat them. A decode that loops over the longer audio, or places no word in the new
 utterance, is done again on the utterance alone.

@@ -378,7 +378,11 @@ class StreamSession:
         options = self._final_options
         if prompt != options["initial_prompt"]:
             options = {**options, "initial_prompt": prompt}
-        context = self._previous.context_for(utterance.start, utterance.onset)
+        # Not while detecting the language: the earlier audio would pick it for this one
+        detecting = options["language"] is None
+        context = (
+            None if detecting else self._previous.context_for(utterance.start, utterance.onset)
+        )
         context_s = 0.0
         if context is not None:
             audio = np.concatenate([context, audio])

@@ -530,3 +530,15 @@ async def test_a_continuation_with_no_word_of_its_own_is_decoded_again_alone() -
     assert len(sizes) == 3 and sizes[1] > sizes[2]
     registry = got.metrics.registry
     assert registry.get_sample_value("stt_continuations_total", {"outcome": "alone"}) == 1
+
+
+async def test_a_stream_detecting_languages_decodes_each_utterance_alone() -> None:
+    # the earlier audio would pick the language of the continuation too
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.3, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    config = protocol.StreamConfig(interim_results=False, language=None)
+    got = await run(audio, TextScheduler(texts=["I am done.", "Really."]), config=config)
+    assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
+    first, second = (size for _, size, _ in got.scheduler.jobs)
+    assert second < first + 0.3 * SAMPLE_RATE
