@@ -55,7 +55,7 @@ from stt_sidecar.streaming.encoder_windows import encoder_window_s
 from stt_sidecar.streaming.endpointing import SPECULATE_MS, Endpoint, classify
 from stt_sidecar.streaming.protocol import StreamConfig
 from stt_sidecar.streaming.session import PRE_ROLL_S
-from stt_sidecar.streaming.transcripts import final_options
+from stt_sidecar.streaming.transcripts import final_options, shape_final
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 RATE = 16000
@@ -154,9 +154,13 @@ def main() -> None:
             window = encoder_window_s(spoken.size / RATE, final=True, english_only=True)
             segments, _ = run_whisper(model, spoken, options, window)
             cpu["text"] += time.process_time() - t
-            text = " ".join(seg.text.strip() for seg in segments).strip()
-            words = [w for seg in segments for w in seg.words or []]
-            by_text = classify(text, words[-1].probability if words else None)
+            # what the session classifies: the final as it would send it
+            final = shape_final(segments, "en", 0.0, 0.0, 0.0)
+            by_text = (
+                classify(None)
+                if final is None
+                else classify(final.text, final.words[-1]["confidence"] if final.words else None)
+            )
             t = time.process_time()
             heard = audio[begin : int((p["at"] + SMART_TURN_SILENCE_S) * RATE)]
             finished = smart_turn.probability(heard) >= 0.5

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 CONTEXT_AUDIO_S = 10.0  # of the last utterance, at most: ~2x the CPU of a fragment alone
 MAX_GAP_FILL_S = 1.0  # silence put between the two, at most (the real gap was not kept)
+# Context and utterance together stay in one Whisper window (30 s) with the streaming window's
+# 3 s margin: past it, faster-whisper would decode the tail as a fragment in a second window.
+CONTINUATION_WINDOW_S = 27.0
 
 
 class PreviousUtterance:
@@ -58,24 +61,31 @@ class PreviousUtterance:
     def forget(self) -> None:
         self._audio = None
 
-    def context_for(self, start: int, onset: int) -> np.ndarray | None:
+    def context_for(self, start: int, onset: int, room: int) -> np.ndarray | None:
         """Audio to decode before an utterance whose audio starts at `start` (speech at
-        `onset`): the last utterance and the pause after it; None if it is no continuation."""
+        `onset`): the end of the last utterance and the pause after it, at most `room`
+        samples; None if it is no continuation (or there is no room for one)."""
         if self._audio is None or onset - self._speech_end > self._gap or start < self._end:
             return None
         gap = np.zeros(min(start - self._end, int(MAX_GAP_FILL_S * SAMPLE_RATE)), np.float32)
-        return np.concatenate([self._audio, gap])
+        keep = min(self._audio.size, room - gap.size)
+        if keep < SAMPLE_RATE:  # less than a second of it is no context worth a decode
+            return None
+        return np.concatenate([self._audio[self._audio.size - keep :], gap])
 
 
 def words_from(segments: list[Segment], boundary_s: float) -> list[Segment]:
     """The segments' words whose middle is at or after `boundary_s` (decode time), as
-    segments: a word across the boundary belongs where most of it was said."""
+    segments: a word across the boundary belongs where most of it was said, and starts at the
+    boundary (the earlier final ends before it)."""
     kept: list[Segment] = []
     for segment in segments:
         words = [w for w in segment.words or [] if (w.start + w.end) / 2 >= boundary_s]
         if not words:
             continue
-        if len(words) < len(segment.words or []):
+        if words[0].start < boundary_s:
+            words[0] = dataclasses.replace(words[0], start=boundary_s)
+        if len(words) < len(segment.words or []) or segment.start < boundary_s:
             segment = dataclasses.replace(
                 segment,
                 start=words[0].start,

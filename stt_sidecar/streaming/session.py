@@ -37,7 +37,7 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway
-from .continuation import PreviousUtterance, words_from
+from .continuation import CONTINUATION_WINDOW_S, PreviousUtterance, words_from
 from .encoder_windows import encoder_window_s as streaming_encoder_window_s
 from .endpointing import Endpoint, EndpointPolicy, classify
 from .interims import interim_due, interim_interval
@@ -61,6 +61,7 @@ SPEECH_CONTINUE = 0.35  # below this a window counts as silence (hysteresis)
 PRE_ROLL_S = 0.4  # Silero fires ~0.2 s after the first phoneme: keep some audio before it
 POST_PAD_S = 0.3  # silence kept after the last speech window for the final's decode
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
+CONTINUATION_WINDOW = int(CONTINUATION_WINDOW_S * SAMPLE_RATE)
 MAX_HELD_S = 2.0  # audio held for an endpoint decision before we stop reading the client's
 # Longest wait for the speculative text once a pause passes the short silence; then the pause
 # is judged as the fixed endpoint would. An overloaded decoder must not make a real-time
@@ -206,7 +207,6 @@ class StreamSession:
             else config.condition_on_previous_text,
             base_prompt=config.prompt,
         )
-        self._previous = PreviousUtterance(int(s.continuation_gap_ms / 1000 * SAMPLE_RATE))
         self._interim_interval = int(s.interim_interval_ms / 1000 * SAMPLE_RATE)
         self._pre_roll = int(PRE_ROLL_S * SAMPLE_RATE)
         self._post_pad = int(POST_PAD_S * SAMPLE_RATE)
@@ -219,6 +219,11 @@ class StreamSession:
         self._next_utterance_id = 1
         self._utterance: Utterance | None = None
         self._final_options = final_options(config)
+        # Not while detecting each utterance's language: the earlier audio would pick it
+        detecting = self._final_options["language"] is None
+        self._previous = PreviousUtterance(
+            0 if detecting else int(s.continuation_gap_ms / 1000 * SAMPLE_RATE)
+        )
         self._interim_options = interim_options(config)
         # ordered items: a message dict or a PendingFinal; the interim slot holds the newest only
         self._ordered: collections.deque[dict[str, Any] | PendingFinal] = collections.deque()
@@ -378,23 +383,21 @@ class StreamSession:
         options = self._final_options
         if prompt != options["initial_prompt"]:
             options = {**options, "initial_prompt": prompt}
-        # Not while detecting the language: the earlier audio would pick it for this one
-        detecting = options["language"] is None
-        context = (
-            None if detecting else self._previous.context_for(utterance.start, utterance.onset)
+        context = self._previous.context_for(
+            utterance.start, utterance.onset, room=CONTINUATION_WINDOW - audio.size
         )
-        context_s = 0.0
+        context_samples = 0
         if context is not None:
             audio = np.concatenate([context, audio])
-            context_s = _seconds(context.size)
+            context_samples = context.size
         return asyncio.create_task(
             self._run_final_decode(
                 audio,
                 options,
-                _seconds(utterance.start) - context_s,
+                _seconds(utterance.start - context_samples),
                 _seconds(utterance.onset),
                 _seconds(min(utterance.last_speech_end, end)),
-                context_s=context_s,
+                context_samples=context_samples,
             )
         )
 
@@ -407,10 +410,10 @@ class StreamSession:
         speech_end: float,
         *,
         retry: bool = True,
-        context_s: float = 0.0,
+        context_samples: int = 0,
     ) -> FinalText | None:
-        """Decode a final. `offset`: stream time of `audio[0]`; `context_s`: seconds of the
-        previous utterance at the start of `audio`, whose words are not this final's
+        """Decode a final. `offset`: stream time of `audio[0]`; `context_samples`: the
+        previous utterance's audio at the start of `audio`, whose words are not this final's
         (continuation.py)."""
         seconds = _seconds(audio.size)
         # Whisper's own window for the retry, and with the earlier finals as the prompt
@@ -434,17 +437,26 @@ class StreamSession:
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         segments = result.segments
-        if context_s:
+        if context_samples:
+            context_s = _seconds(context_samples)
             own = words_from(segments, context_s)
-            alone = not own or runaway(hypothesis_text(segments), seconds)
+            alone = (
+                not own
+                or runaway(hypothesis_text(segments), seconds)
+                or runaway(hypothesis_text(own), seconds - context_s)
+            )
             self._metrics.continuations.labels(outcome="alone" if alone else "kept").inc()
             if alone:
                 # no word placed after the previous utterance, or a loop: decode it alone
-                skip = int(context_s * SAMPLE_RATE)
                 return await self._run_final_decode(
-                    audio[skip:], options, offset + context_s, speech_start, speech_end
+                    audio[context_samples:],
+                    options,
+                    offset + context_s,
+                    speech_start,
+                    speech_end,
                 )
-            segments = own
+            # its own words were checked for a loop above: no retry on the longer audio
+            return shape_final(own, result.info.language, offset, speech_start, speech_end)
         text = shape_final(segments, result.info.language, offset, speech_start, speech_end)
         if (
             retry
@@ -582,6 +594,8 @@ class StreamSession:
         self._apply_windows(force=True)  # all audio received counts, text or not
         if self._utterance is not None:
             self._close_utterance(self._buffer.end)
+        # a flushed (committed) turn was ended on purpose: what follows is no continuation
+        self._previous.forget()
 
     async def finish(self, closing_message: dict[str, Any] | None) -> None:
         """End of input: finalize everything, send it all (then `closing_message`)."""

@@ -39,7 +39,9 @@ def test_words_from_keeps_the_words_said_mostly_after_the_boundary() -> None:
     # the boundary inside a segment: that segment is cut, its text rebuilt from its words
     kept = words_from([first, second], 0.6)
     assert [s.text for s in kept] == [" mister John.", " Dashwood had"]
-    assert kept[0].start == 0.4 and kept[0].end == 1.5
+    # " mister" (0.4-0.9) is mostly after 0.6: kept, starting at the boundary, since the
+    # earlier final ends before it
+    assert kept[0].start == kept[0].words[0].start == 0.6 and kept[0].end == 1.5
     assert words_from([first, second], 3.5) == []
 
 
@@ -49,21 +51,23 @@ def test_a_continuation_is_decoded_after_the_previous_utterance_and_the_pause() 
     audio = np.ones(2 * rate, np.float32)
     previous.remember(audio, end=3 * rate, speech_end=int(2.7 * rate))
     # speech again 0.5 s after the end of speech: the old audio, then the unkept pause
-    context = previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate))
+    context = previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate), room=30 * rate)
     assert context is not None
     assert context.size == 2 * rate + int(0.2 * rate)
     assert np.all(context[2 * rate :] == 0)
     # a longer pause: no continuation
-    assert previous.context_for(start=4 * rate, onset=int(3.8 * rate)) is None
+    assert previous.context_for(start=4 * rate, onset=int(3.8 * rate), room=30 * rate) is None
     previous.forget()
-    assert previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate)) is None
+    assert (
+        previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate), room=30 * rate) is None
+    )
 
 
 def test_context_audio_and_gap_fill_are_bounded() -> None:
     rate = SAMPLE_RATE
     previous = PreviousUtterance(gap=5 * rate)
     previous.remember(np.ones(25 * rate, np.float32), end=25 * rate, speech_end=25 * rate)
-    context = previous.context_for(start=29 * rate, onset=29 * rate)
+    context = previous.context_for(start=29 * rate, onset=29 * rate, room=30 * rate)
     assert context is not None
     assert context.size == int((CONTEXT_AUDIO_S + MAX_GAP_FILL_S) * rate)
 
@@ -71,4 +75,16 @@ def test_context_audio_and_gap_fill_are_bounded() -> None:
 def test_a_zero_gap_turns_continuations_off() -> None:
     previous = PreviousUtterance(gap=0)
     previous.remember(np.ones(SAMPLE_RATE, np.float32), end=SAMPLE_RATE, speech_end=SAMPLE_RATE)
-    assert previous.context_for(start=SAMPLE_RATE, onset=SAMPLE_RATE) is None
+    assert previous.context_for(start=SAMPLE_RATE, onset=SAMPLE_RATE, room=30 * SAMPLE_RATE) is None
+
+
+def test_context_and_utterance_fit_one_whisper_window() -> None:
+    rate = SAMPLE_RATE
+    previous = PreviousUtterance(gap=rate)
+    previous.remember(np.arange(8 * rate, dtype=np.float32), end=8 * rate, speech_end=8 * rate)
+    # room for 3 s: the last 2.5 s of the previous utterance, then the 0.5 s pause
+    context = previous.context_for(start=int(8.5 * rate), onset=int(8.5 * rate), room=3 * rate)
+    assert context is not None and context.size == 3 * rate
+    assert context[0] == 8 * rate - int(2.5 * rate)
+    # room for less than a second of it: no continuation
+    assert previous.context_for(int(8.5 * rate), int(8.5 * rate), room=int(1.4 * rate)) is None

@@ -5,6 +5,7 @@ test_stream_session.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from faster_whisper.transcribe import Segment, Word
 
 from stt_sidecar import languages as languages_module
 from stt_sidecar.audio_format import SAMPLE_RATE
@@ -99,14 +101,20 @@ class TextScheduler:
             await self.gate.wait()
         # said near the end of the audio: a continuation's context (before it) keeps it
         seconds = audio.size / SAMPLE_RATE
-        word = SimpleNamespace(
-            word=" " + text,
-            start=max(0.0, seconds - 0.6),
-            end=max(0.0, seconds - 0.4),
-            probability=self.probability,
-        )
-        segment = SimpleNamespace(
-            text=" " + text, no_speech_prob=0.0, avg_logprob=-0.1, words=[word]
+        start, end = max(0.0, seconds - 0.6), max(0.0, seconds - 0.4)
+        word = Word(start=start, end=end, word=" " + text, probability=self.probability)
+        segment = Segment(
+            id=0,
+            seek=0,
+            start=start,
+            end=end,
+            text=" " + text,
+            tokens=[],
+            avg_logprob=-0.1,
+            compression_ratio=1.0,
+            no_speech_prob=0.0,
+            words=[word],
+            temperature=0.0,
         )
         return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
 
@@ -517,7 +525,9 @@ async def test_a_continuation_with_no_word_of_its_own_is_decoded_again_alone() -
     class EarlyWords(TextScheduler):
         async def transcribe(self, audio: np.ndarray, *args: Any, **kwargs: Any) -> DecodeResult:
             result = await super().transcribe(audio, *args, **kwargs)
-            result.segments[0].words[0].start, result.segments[0].words[0].end = 0.1, 0.3
+            segment = result.segments[0]
+            early = dataclasses.replace(segment.words[0], start=0.1, end=0.3)
+            result.segments[0] = dataclasses.replace(segment, start=0.1, end=0.3, words=[early])
             return result
 
     audio = np.concatenate(
@@ -542,3 +552,39 @@ async def test_a_stream_detecting_languages_decodes_each_utterance_alone() -> No
     assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
     first, second = (size for _, size, _ in got.scheduler.jobs)
     assert second < first + 0.3 * SAMPLE_RATE
+
+
+async def test_a_continuation_that_loops_in_its_own_words_is_decoded_again_alone() -> None:
+    # the loop is in the new utterance's words only; the whole decode would not look like one
+    earlier = "whether tis nobler in the mind to suffer the slings and arrows of outrageous fortune"
+    loop = " ".join(["no"] * 14)
+
+    def segment(text: str, start: float, end: float) -> Segment:
+        said = text.split()
+        step = (end - start) / len(said)
+        words = [
+            Word(start=start + i * step, end=start + (i + 1) * step, word=" " + w, probability=0.9)
+            for i, w in enumerate(said)
+        ]
+        return Segment(0, 0, start, end, " " + text, [], -0.1, 1.0, 0.0, words, 0.0)
+
+    class LoopingContinuation(TextScheduler):
+        async def transcribe(self, audio: np.ndarray, *args: Any, **kwargs: Any) -> DecodeResult:
+            result = await super().transcribe(audio, *args, **kwargs)
+            if len(self.jobs) == 2:  # the continuation: the earlier words, then a loop
+                seconds = audio.size / SAMPLE_RATE
+                result.segments[:] = [
+                    segment(earlier, 0.3, seconds - 1.3),
+                    segment(loop, seconds - 1.2, seconds - 0.3),
+                ]
+            return result
+
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(8.0, SPEECH), pcm(0.3, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+    got = await run(audio, LoopingContinuation(texts=["I am done.", "", "Really."]))
+    assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
+    sizes = [size for _, size, _ in got.scheduler.jobs]
+    assert len(sizes) == 3 and sizes[2] <= sizes[1] - 8 * SAMPLE_RATE  # without the context
+    registry = got.metrics.registry
+    assert registry.get_sample_value("stt_continuations_total", {"outcome": "alone"}) == 1

@@ -189,6 +189,16 @@ async def test_flush_finalizes_mid_speech_then_says_flushed() -> None:
     assert sent[kinds(sent).index("speech_ended")]["end"] == pytest.approx(1.5, abs=0.05)
 
 
+async def test_speech_after_a_flush_is_no_continuation() -> None:
+    # the client ended that turn on purpose: the rest is decoded alone (continuation.py)
+    audio = np.concatenate([pcm(0.5, 0), pcm(2.0, SPEECH), pcm(1.0, 0)])
+    sent, scheduler = await run(audio, flush_at=1.8)
+    assert kinds(sent)[:4] == ["speech_started", "final", "speech_ended", "flushed"]
+    sizes = [j.samples for j in scheduler.of(Priority.FINAL)]
+    # 1.7 s before the flush, 1 s after it: no decode of both
+    assert len(sizes) >= 2 and max(sizes) < 2.2 * SAMPLE_RATE
+
+
 async def test_interims_use_a_short_encoder_window_and_thin_out_under_load() -> None:
     audio = np.concatenate([pcm(0.5, 0), pcm(3.0, SPEECH), pcm(1.0, 0)])
     sent, scheduler = await run(audio, interims=True, interim_interval_ms=500)
