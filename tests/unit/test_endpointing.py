@@ -5,8 +5,8 @@ test_stream_session.py."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -497,14 +497,49 @@ async def test_clear_drops_the_windows_held_for_a_decision() -> None:
     assert [m["type"] for m in sent] == ["speech_started", "cleared"], sent
 
 
+def two_utterances(first_s: float = 1.0, pause_s: float = 0.3) -> np.ndarray:
+    """Speech, a pause, speech again: the second utterance continues the first."""
+    return np.concatenate(
+        [pcm(0.5, 0), pcm(first_s, SPEECH), pcm(pause_s, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    )
+
+
+def continuations(got: Run, outcome: str) -> float:
+    value = got.metrics.registry.get_sample_value("stt_continuations_total", {"outcome": outcome})
+    return value or 0.0
+
+
+@dataclass
+class RewritingScheduler(TextScheduler):
+    """A TextScheduler whose n-th decode (1-based) has its segments rewritten."""
+
+    rewrite: dict[int, Callable[[float], list[Segment]]] = field(default_factory=dict)
+
+    async def transcribe(self, audio: np.ndarray, *args: Any, **kwargs: Any) -> DecodeResult:
+        result = await super().transcribe(audio, *args, **kwargs)
+        rewrite = self.rewrite.get(len(self.jobs))
+        if rewrite is not None:
+            result.segments[:] = rewrite(audio.size / SAMPLE_RATE)
+        return result
+
+
+def segment(text: str, start: float, end: float) -> Segment:
+    """Whisper's segment for `text`, its words evenly spread over start..end."""
+    said = text.split()
+    step = (end - start) / len(said)
+    words = [
+        Word(start=start + i * step, end=start + (i + 1) * step, word=" " + w, probability=0.9)
+        for i, w in enumerate(said)
+    ]
+    return Segment(0, 0, start, end, " " + text, [], -0.1, 1.0, 0.0, words, 0.0)
+
+
 @pytest.mark.parametrize(("pause_s", "continued"), [(0.3, True), (1.6, False)])
 async def test_a_continuation_is_decoded_after_the_previous_utterance(
     pause_s: float, continued: bool
 ) -> None:
     # "I am done." ends after 220 ms; speech again 80 ms later is decoded after its audio
-    audio = np.concatenate(
-        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(pause_s, 0), pcm(1.0, SPEECH), pcm(1, 0)]
-    )
+    audio = two_utterances(pause_s=pause_s)
     runs = [
         await run(audio, TextScheduler(texts=["I am done.", "Really."]), continuation_gap_ms=gap)
         for gap in (1000, 0)
@@ -517,38 +552,27 @@ async def test_a_continuation_is_decoded_after_the_previous_utterance(
         assert sizes[0][1] > sizes[1][0] + sizes[1][1]
     # the kept word has its stream time, whatever audio came before it in the decode
     assert runs[0].finals[1]["start"] == runs[1].finals[1]["start"]
-    kept = runs[0].metrics.registry.get_sample_value("stt_continuations_total", {"outcome": "kept"})
-    assert (kept or 0) == (1 if continued else 0)
+    assert continuations(runs[0], "kept") == (1 if continued else 0)
 
 
 async def test_a_continuation_with_no_word_of_its_own_is_decoded_again_alone() -> None:
-    class EarlyWords(TextScheduler):
-        async def transcribe(self, audio: np.ndarray, *args: Any, **kwargs: Any) -> DecodeResult:
-            result = await super().transcribe(audio, *args, **kwargs)
-            segment = result.segments[0]
-            early = dataclasses.replace(segment.words[0], start=0.1, end=0.3)
-            result.segments[0] = dataclasses.replace(segment, start=0.1, end=0.3, words=[early])
-            return result
-
-    audio = np.concatenate(
-        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.3, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    # the decode after the first utterance puts its one word in the first: no final of its own
+    scheduler = RewritingScheduler(
+        texts=["I am done.", "Wait", "Really."],
+        rewrite={2: lambda seconds: [segment("Wait", 0.1, 0.3)]},
     )
-    got = await run(audio, EarlyWords(texts=["I am done.", "Wait", "Really."]))
-    # the decode after the first utterance put its one word in the first: that one is no final
+    got = await run(two_utterances(), scheduler)
     assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
     sizes = [size for _, size, _ in got.scheduler.jobs]
     assert len(sizes) == 3 and sizes[1] > sizes[2]
-    registry = got.metrics.registry
-    assert registry.get_sample_value("stt_continuations_total", {"outcome": "alone"}) == 1
+    assert continuations(got, "alone") == 1
 
 
 async def test_a_stream_detecting_languages_decodes_each_utterance_alone() -> None:
     # the earlier audio would pick the language of the continuation too
-    audio = np.concatenate(
-        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.3, 0), pcm(1.0, SPEECH), pcm(1, 0)]
-    )
     config = protocol.StreamConfig(interim_results=False, language=None)
-    got = await run(audio, TextScheduler(texts=["I am done.", "Really."]), config=config)
+    scheduler = TextScheduler(texts=["I am done.", "Really."])
+    got = await run(two_utterances(), scheduler, config=config)
     assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
     first, second = (size for _, size, _ in got.scheduler.jobs)
     assert second < first + 0.3 * SAMPLE_RATE
@@ -558,33 +582,17 @@ async def test_a_continuation_that_loops_in_its_own_words_is_decoded_again_alone
     # the loop is in the new utterance's words only; the whole decode would not look like one
     earlier = "whether tis nobler in the mind to suffer the slings and arrows of outrageous fortune"
     loop = " ".join(["no"] * 14)
-
-    def segment(text: str, start: float, end: float) -> Segment:
-        said = text.split()
-        step = (end - start) / len(said)
-        words = [
-            Word(start=start + i * step, end=start + (i + 1) * step, word=" " + w, probability=0.9)
-            for i, w in enumerate(said)
-        ]
-        return Segment(0, 0, start, end, " " + text, [], -0.1, 1.0, 0.0, words, 0.0)
-
-    class LoopingContinuation(TextScheduler):
-        async def transcribe(self, audio: np.ndarray, *args: Any, **kwargs: Any) -> DecodeResult:
-            result = await super().transcribe(audio, *args, **kwargs)
-            if len(self.jobs) == 2:  # the continuation: the earlier words, then a loop
-                seconds = audio.size / SAMPLE_RATE
-                result.segments[:] = [
-                    segment(earlier, 0.3, seconds - 1.3),
-                    segment(loop, seconds - 1.2, seconds - 0.3),
-                ]
-            return result
-
-    audio = np.concatenate(
-        [pcm(0.5, 0), pcm(8.0, SPEECH), pcm(0.3, 0), pcm(1.0, SPEECH), pcm(1, 0)]
+    scheduler = RewritingScheduler(
+        texts=["I am done.", "", "Really."],
+        rewrite={
+            2: lambda seconds: [
+                segment(earlier, 0.3, seconds - 1.3),
+                segment(loop, seconds - 1.2, seconds - 0.3),
+            ]
+        },
     )
-    got = await run(audio, LoopingContinuation(texts=["I am done.", "", "Really."]))
+    got = await run(two_utterances(first_s=8.0), scheduler)
     assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
     sizes = [size for _, size, _ in got.scheduler.jobs]
     assert len(sizes) == 3 and sizes[2] <= sizes[1] - 8 * SAMPLE_RATE  # without the context
-    registry = got.metrics.registry
-    assert registry.get_sample_value("stt_continuations_total", {"outcome": "alone"}) == 1
+    assert continuations(got, "alone") == 1
