@@ -25,15 +25,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..audio_format import SAMPLE_RATE
+from .encoder_windows import MARGIN_S, WINDOW_LIMIT_S
 
 if TYPE_CHECKING:
     from faster_whisper.transcribe import Segment
 
+    from .audio_input import SampleBuffer
+
 CONTEXT_AUDIO_S = 10.0  # of the last utterance, at most: ~2x the CPU of a fragment alone
 MAX_GAP_FILL_S = 1.0  # silence put between the two, at most (the real gap was not kept)
-# Context and utterance together stay in one Whisper window (30 s) with the streaming window's
-# 3 s margin: past it, faster-whisper would decode the tail as a fragment in a second window.
-CONTINUATION_WINDOW_S = 27.0
+# Context and utterance together stay in one Whisper window with the streaming window's margin:
+# past it, faster-whisper would decode the tail as a fragment in a second window.
+CONTINUATION_WINDOW_S = WINDOW_LIMIT_S - MARGIN_S
 
 
 class PreviousUtterance:
@@ -50,24 +53,27 @@ class PreviousUtterance:
         self._end = 0  # sample after its audio
         self._speech_end = 0
 
-    def remember(self, audio: np.ndarray, end: int, speech_end: int) -> None:
-        """The utterance that just closed: its audio (up to `end`) and its end of speech."""
+    def remember(self, buffer: SampleBuffer, start: int, end: int, speech_end: int) -> None:
+        """The utterance that just closed: its audio `start..end` in `buffer` (the last
+        CONTEXT_AUDIO_S of it is kept) and its end of speech."""
         if self._gap <= 0:
             return
-        self._audio = audio[-int(CONTEXT_AUDIO_S * SAMPLE_RATE) :].copy()
+        self._audio = buffer.slice(max(start, end - int(CONTEXT_AUDIO_S * SAMPLE_RATE)), end)
         self._end = end
         self._speech_end = speech_end
 
     def forget(self) -> None:
         self._audio = None
 
-    def context_for(self, start: int, onset: int, room: int) -> np.ndarray | None:
-        """Audio to decode before an utterance whose audio starts at `start` (speech at
-        `onset`): the end of the last utterance and the pause after it, at most `room`
-        samples; None if it is no continuation (or there is no room for one)."""
+    def context_for(self, start: int, onset: int, samples: int) -> np.ndarray | None:
+        """Audio to decode before an utterance of `samples` whose audio starts at `start`
+        (speech at `onset`): the end of the last utterance and the pause after it, as much as
+        fits in CONTINUATION_WINDOW_S with it; None if it is no continuation (or there is no
+        room for one)."""
         if self._audio is None or onset - self._speech_end > self._gap or start < self._end:
             return None
         gap = np.zeros(min(start - self._end, int(MAX_GAP_FILL_S * SAMPLE_RATE)), np.float32)
+        room = int(CONTINUATION_WINDOW_S * SAMPLE_RATE) - samples
         keep = min(self._audio.size, room - gap.size)
         if keep < SAMPLE_RATE:  # less than a second of it is no context worth a decode
             return None

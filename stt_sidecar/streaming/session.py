@@ -37,7 +37,7 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway
-from .continuation import CONTINUATION_WINDOW_S, PreviousUtterance, words_from
+from .continuation import PreviousUtterance, words_from
 from .encoder_windows import encoder_window_s as streaming_encoder_window_s
 from .endpointing import Endpoint, EndpointPolicy, classify
 from .interims import interim_due, interim_interval
@@ -61,7 +61,6 @@ SPEECH_CONTINUE = 0.35  # below this a window counts as silence (hysteresis)
 PRE_ROLL_S = 0.4  # Silero fires ~0.2 s after the first phoneme: keep some audio before it
 POST_PAD_S = 0.3  # silence kept after the last speech window for the final's decode
 MAX_BACKLOG = 8  # finals/events not yet sent before we stop reading the client's audio
-CONTINUATION_WINDOW = int(CONTINUATION_WINDOW_S * SAMPLE_RATE)
 MAX_HELD_S = 2.0  # audio held for an endpoint decision before we stop reading the client's
 # Longest wait for the speculative text once a pause passes the short silence; then the pause
 # is judged as the fixed endpoint would. An overloaded decoder must not make a real-time
@@ -383,9 +382,7 @@ class StreamSession:
         options = self._final_options
         if prompt != options["initial_prompt"]:
             options = {**options, "initial_prompt": prompt}
-        context = self._previous.context_for(
-            utterance.start, utterance.onset, room=CONTINUATION_WINDOW - audio.size
-        )
+        context = self._previous.context_for(utterance.start, utterance.onset, audio.size)
         context_samples = 0
         if context is not None:
             audio = np.concatenate([context, audio])
@@ -545,9 +542,7 @@ class StreamSession:
                 speech_end_wall=utterance.last_speech_wall,
             )
         )
-        self._previous.remember(
-            self._buffer.slice(utterance.start, end), end, utterance.last_speech_end
-        )
+        self._previous.remember(self._buffer, utterance.start, end, utterance.last_speech_end)
         self._buffer.drop_before(end)
 
     def _cut_long_utterance(self, utterance: Utterance) -> None:

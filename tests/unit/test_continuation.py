@@ -6,8 +6,10 @@ import numpy as np
 from faster_whisper.transcribe import Segment, Word
 
 from stt_sidecar.audio_format import SAMPLE_RATE
+from stt_sidecar.streaming.audio_input import SampleBuffer
 from stt_sidecar.streaming.continuation import (
     CONTEXT_AUDIO_S,
+    CONTINUATION_WINDOW_S,
     MAX_GAP_FILL_S,
     PreviousUtterance,
     words_from,
@@ -45,46 +47,55 @@ def test_words_from_keeps_the_words_said_mostly_after_the_boundary() -> None:
     assert words_from([first, second], 3.5) == []
 
 
+def remembering(audio: np.ndarray, end: int, speech_end: int, gap: int) -> PreviousUtterance:
+    """A PreviousUtterance that remembers `audio`, an utterance ending at sample `end`."""
+    buffer = SampleBuffer(end)
+    buffer.append(np.zeros(end - audio.size, np.float32))
+    buffer.append(audio)
+    previous = PreviousUtterance(gap=gap)
+    previous.remember(buffer, end - audio.size, end, speech_end)
+    return previous
+
+
+WINDOW = int(CONTINUATION_WINDOW_S * SAMPLE_RATE)
+
+
 def test_a_continuation_is_decoded_after_the_previous_utterance_and_the_pause() -> None:
     rate = SAMPLE_RATE
-    previous = PreviousUtterance(gap=rate)  # 1 s
-    audio = np.ones(2 * rate, np.float32)
-    previous.remember(audio, end=3 * rate, speech_end=int(2.7 * rate))
+    previous = remembering(np.ones(2 * rate, np.float32), 3 * rate, int(2.7 * rate), gap=rate)
     # speech again 0.5 s after the end of speech: the old audio, then the unkept pause
-    context = previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate), room=30 * rate)
+    context = previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate), samples=rate)
     assert context is not None
     assert context.size == 2 * rate + int(0.2 * rate)
     assert np.all(context[2 * rate :] == 0)
     # a longer pause: no continuation
-    assert previous.context_for(start=4 * rate, onset=int(3.8 * rate), room=30 * rate) is None
+    assert previous.context_for(start=4 * rate, onset=int(3.8 * rate), samples=rate) is None
     previous.forget()
-    assert (
-        previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate), room=30 * rate) is None
-    )
+    assert previous.context_for(start=int(3.2 * rate), onset=int(3.2 * rate), samples=rate) is None
 
 
 def test_context_audio_and_gap_fill_are_bounded() -> None:
     rate = SAMPLE_RATE
-    previous = PreviousUtterance(gap=5 * rate)
-    previous.remember(np.ones(25 * rate, np.float32), end=25 * rate, speech_end=25 * rate)
-    context = previous.context_for(start=29 * rate, onset=29 * rate, room=30 * rate)
+    previous = remembering(np.ones(25 * rate, np.float32), 25 * rate, 25 * rate, gap=5 * rate)
+    context = previous.context_for(start=29 * rate, onset=29 * rate, samples=rate)
     assert context is not None
     assert context.size == int((CONTEXT_AUDIO_S + MAX_GAP_FILL_S) * rate)
 
 
 def test_a_zero_gap_turns_continuations_off() -> None:
-    previous = PreviousUtterance(gap=0)
-    previous.remember(np.ones(SAMPLE_RATE, np.float32), end=SAMPLE_RATE, speech_end=SAMPLE_RATE)
-    assert previous.context_for(start=SAMPLE_RATE, onset=SAMPLE_RATE, room=30 * SAMPLE_RATE) is None
+    rate = SAMPLE_RATE
+    previous = remembering(np.ones(rate, np.float32), rate, rate, gap=0)
+    assert previous.context_for(start=rate, onset=rate, samples=rate) is None
 
 
 def test_context_and_utterance_fit_one_whisper_window() -> None:
     rate = SAMPLE_RATE
-    previous = PreviousUtterance(gap=rate)
-    previous.remember(np.arange(8 * rate, dtype=np.float32), end=8 * rate, speech_end=8 * rate)
+    audio = np.arange(8 * rate, dtype=np.float32)
+    previous = remembering(audio, 8 * rate, 8 * rate, gap=rate)
     # room for 3 s: the last 2.5 s of the previous utterance, then the 0.5 s pause
-    context = previous.context_for(start=int(8.5 * rate), onset=int(8.5 * rate), room=3 * rate)
+    start = int(8.5 * rate)
+    context = previous.context_for(start, start, samples=WINDOW - 3 * rate)
     assert context is not None and context.size == 3 * rate
     assert context[0] == 8 * rate - int(2.5 * rate)
     # room for less than a second of it: no continuation
-    assert previous.context_for(int(8.5 * rate), int(8.5 * rate), room=int(1.4 * rate)) is None
+    assert previous.context_for(start, start, samples=WINDOW - int(1.4 * rate)) is None
