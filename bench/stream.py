@@ -11,8 +11,9 @@ Each of the N clients replays audio at real-time pace in 20 ms frames, all conne
 - `sync`: every client sends the file from its start (the worst case: every stream's
   utterances end together);
 - `turns`: people taking turns. Each client's audio is the file followed by silence, so that
-  it speaks `--talk-share` of the time (0.5: two people in turn), turned around a seeded random
-  point in one of its pauses (`--seed`): every client streams for the whole run, and their
+  it speaks `--talk-share` of the time (0.5: two people in turn), as a loop entered at a
+  seeded random point (`--seed`; an utterance that point falls in is silenced): every client
+  streams for the whole run, about N x talk-share of them speak at any moment, and their
   utterances start and end at unrelated moments.
 
 `--baseline NAME=VALUE` starts a second sidecar with those settings (e.g. another checkout on
@@ -198,33 +199,30 @@ class StreamPlan:
     utterances: list[dict[str, Any]]
 
 
-def silent_spans(utterances: list[dict[str, Any]], total: float) -> list[tuple[float, float]]:
-    """Spans of [0, total) outside every utterance clip (`start`..`end`), 0.1 s in from each."""
-    spans, cursor = [], 0.0
-    for u in sorted(utterances, key=lambda u: u["start"]):
-        spans.append((cursor + 0.1, u["start"] - 0.1))
-        cursor = u["end"]
-    spans.append((cursor + 0.1, total - 0.1))
-    return [(a, b) for a, b in spans if b > a]
-
-
 def turn_taking_plan(
     audio: np.ndarray, rate: int, utterances: list[dict[str, Any]], talk_share: float, rng
 ) -> StreamPlan:
-    """The file then silence (the file is `talk_share` of it), turned around a random point
-    of a pause, so no utterance is cut and the timing stays exact."""
+    """The file then silence (the file is `talk_share` of it), as a loop entered at a uniformly
+    random point: across N clients about N x talk_share speak at any moment. An utterance the
+    point falls in is silenced and left out of the references, so none is cut and the timing
+    stays exact."""
     duration = len(audio) / rate
     total = duration / talk_share
     padded = np.concatenate(
         [audio, np.zeros((round((total - duration) * rate), audio.shape[1]), audio.dtype)]
     )
-    spans = silent_spans(utterances, len(padded) / rate)
-    weights = [b - a for a, b in spans]
-    a, b = rng.choices(spans, weights=weights)[0]
-    cut = rng.uniform(a, b)
+    # Uniform over the whole loop: entering only in pauses put nearly every client's file
+    # in the loop's middle, where all N then spoke at once.
+    cut = rng.uniform(0, total)
+    kept = []
+    for u in utterances:
+        if u["start"] <= cut <= u["end"]:
+            padded[round(u["start"] * rate) : round(u["end"] * rate)] = 0
+        else:
+            kept.append(u)
     shift = len(padded) / rate - cut  # where the old time 0 lands
     turned = []
-    for u in utterances:
+    for u in kept:
         moved = dict(u)
         delta = -cut if u["start"] >= cut else shift
         for key in ("start", "end", "speech_start", "speech_end"):
