@@ -212,7 +212,7 @@ def turn_taking_plan(
         [audio, np.zeros((round((total - duration) * rate), audio.shape[1]), audio.dtype)]
     )
     # Uniform over the whole loop: entering only in pauses put nearly every client's file
-    # in the loop's middle, where all N then spoke at once.
+    # in the loop's middle, where up to all N then spoke at once.
     cut = rng.uniform(0, total)
     kept = []
     for u in utterances:
