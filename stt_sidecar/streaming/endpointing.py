@@ -9,6 +9,9 @@ endpointing its text picks the silence that ends the utterance:
 - a visibly unfinished one (a trailing conjunction, article, preposition, filler or comma:
   "and mister john dashwood had then leisure to"), or one Whisper did not close with a stop,
   waits up to `long_ms` for the rest;
+- speech Whisper made no words of yet waits `long_ms` too: most often a first short word
+  said alone ("He ... might even have been made amiable himself"), which ended after the
+  default silence lost it with its final; a cough or a breath just ends later, with no final;
 - anything else (a stop Whisper is not sure of) waits the configured `default_ms`, as the
   fixed endpoint does.
 
@@ -70,13 +73,16 @@ def classify(text: str | None, last_word_confidence: float | None = None) -> End
     """The endpoint a speculative transcript asks for (see the module docstring).
 
     Args:
-        text: the speculative final's text.
+        text: the speculative final's text: "" when Whisper heard no words, None when there is
+            no text to judge by (the decode failed).
         last_word_confidence: Whisper's probability for its last word (punctuation included);
             None when not known, which does not hold a finished sentence back.
     """
-    text = (text or "").strip().strip("\"')]}")
-    if not text:
+    if text is None:
         return Endpoint.DEFAULT
+    text = text.strip().strip("\"')]}")
+    if not text:
+        return Endpoint.LONG
     words = _WORD.findall(text.lower())
     if text.endswith(_UNFINISHED_PUNCTUATION) or (words and words[-1] in UNFINISHED_WORDS):
         return Endpoint.LONG

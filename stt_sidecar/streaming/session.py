@@ -488,9 +488,11 @@ class StreamSession:
             or utterance.speculation is not task
         ):
             return  # stale: speech resumed, or the utterance already ended
-        text = None if task.exception() is not None else task.result()
+        failed = task.exception() is not None
+        text = None if failed else task.result()
         if text is None:
-            utterance.endpoint = classify(None)
+            # no words heard is a text too (""), a failed decode is none (None)
+            utterance.endpoint = classify(None if failed else "")
         else:
             utterance.endpoint = classify(
                 text.text, text.words[-1]["confidence"] if text.words else None

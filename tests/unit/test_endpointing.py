@@ -46,8 +46,8 @@ from .test_stream_session import FRAME, SPEECH, LoudnessVAD, pcm
         ("He might have been made more respectable than he was.", Endpoint.SHORT),
         ("No.", Endpoint.SHORT),
         ("I want to.", Endpoint.SHORT),
-        ("", Endpoint.DEFAULT),
-        (None, Endpoint.DEFAULT),
+        ("", Endpoint.LONG),  # no words heard yet
+        (None, Endpoint.DEFAULT),  # no text to judge by: a failed decode
     ],
 )
 def test_the_text_rule(text: str | None, endpoint: Endpoint) -> None:
@@ -289,6 +289,20 @@ async def test_an_unfinished_sentence_waits_the_long_silence() -> None:
     )
     adaptive = await run(audio, TextScheduler(text="and the"))
     assert len(adaptive.finals) == 2 and adaptive.endpoints("long") == 2
+
+
+async def test_speech_with_no_words_heard_yet_waits_the_long_silence() -> None:
+    # "He" alone, a 700 ms pause, then the rest: ending at the pause would lose "He"
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(0.3, SPEECH), pcm(0.7, 0), pcm(1.5, SPEECH), pcm(1, 0)]
+    )
+    texts = ["", "He might even have been made amiable himself."]
+    adaptive = await run(audio, TextScheduler(texts=list(texts)))
+    assert [f["text"] for f in adaptive.finals] == [texts[1]] and len(adaptive.closes) == 1
+    assert adaptive.endpoints("short") == 1 and adaptive.endpoints("default") == 0
+    fixed = await run(audio, TextScheduler(texts=list(texts)), adaptive_endpointing=False)
+    assert [f["text"] for f in fixed.finals] == [texts[1]]  # "He" went with the empty final
+    assert fixed.endpoints("default") == 2
 
 
 async def test_other_text_ends_after_the_configured_silence() -> None:
