@@ -13,8 +13,10 @@ Streams that detect the language of each utterance decode it alone: the earlier 
 would decide the language of the new utterance too.
 
 Audio is the context here, not text: the earlier finals as a prompt (`context.py`) made
-tiny.en repeat them. A decode that loops over the longer audio, or places no word in the new
-utterance, is done again on the utterance alone.
+tiny.en repeat them. A decode that loops over the longer audio, places no word in the new
+utterance, or places none in the earlier audio, is done again on the utterance alone. The last
+is a decode whose word times are off: tiny.en put a lone "Ask" (the previous utterance) after
+the boundary, and it came out twice ("Ask!", then "Ask... NOT!").
 """
 
 from __future__ import annotations
@@ -100,3 +102,7 @@ def words_from(segments: list[Segment], boundary_s: float) -> list[Segment]:
             )
         kept.append(segment)
     return kept
+
+
+def word_count(segments: list[Segment]) -> int:
+    return sum(len(s.words or ()) for s in segments)

@@ -37,7 +37,7 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway
-from .continuation import PreviousUtterance, words_from
+from .continuation import PreviousUtterance, word_count, words_from
 from .encoder_windows import encoder_window_s as streaming_encoder_window_s
 from .endpointing import Endpoint, EndpointPolicy, classify
 from .interims import interim_due, interim_interval
@@ -439,12 +439,14 @@ class StreamSession:
             own = words_from(segments, context_s)
             alone = (
                 not own
+                or word_count(own) == word_count(segments)  # none placed in the earlier audio
                 or runaway(hypothesis_text(segments), seconds)
                 or runaway(hypothesis_text(own), seconds - context_s)
             )
             self._metrics.continuations.labels(outcome="alone" if alone else "kept").inc()
             if alone:
-                # no word placed after the previous utterance, or a loop: decode it alone
+                # no word placed after the previous utterance, none in it (word times not to be
+                # trusted), or a loop: decode it alone
                 return await self._run_final_decode(
                     audio[context_samples:],
                     options,

@@ -261,7 +261,10 @@ async def test_a_finished_sentence_ends_after_the_short_silence() -> None:
     audio = np.concatenate(
         [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.3, 0), pcm(1.0, SPEECH), pcm(1, 0)]
     )
-    adaptive = await run(audio, TextScheduler(text="I am done."))
+    scheduler = RewritingScheduler(
+        text="I am done.", rewrite={2: heard_after("I am done.", "I am done.")}
+    )
+    adaptive = await run(audio, scheduler)
     assert len(adaptive.finals) == 2 and adaptive.endpoints("short") == 2
     fixed = await run(audio, TextScheduler(text="I am done."), adaptive_endpointing=False)
     assert len(fixed.finals) == 1 and fixed.endpoints("default") == 1
@@ -548,15 +551,26 @@ def segment(text: str, start: float, end: float) -> Segment:
     return Segment(0, 0, start, end, " " + text, [], -0.1, 1.0, 0.0, words, 0.0)
 
 
+def heard_after(earlier: str, text: str) -> Callable[[float], list[Segment]]:
+    """A continuation's decode as Whisper gives it: the earlier utterance's words in its audio
+    at the start, then the new utterance's near the end."""
+    return lambda seconds: [segment(earlier, 0.5, 1.2), segment(text, seconds - 0.6, seconds - 0.4)]
+
+
 @pytest.mark.parametrize(("pause_s", "continued"), [(0.3, True), (1.6, False)])
 async def test_a_continuation_is_decoded_after_the_previous_utterance(
     pause_s: float, continued: bool
 ) -> None:
     # "I am done." ends after 220 ms; speech again 80 ms later is decoded after its audio
     audio = two_utterances(pause_s=pause_s)
+    texts = ["I am done.", "Really."]
+    continued_decode = {2: heard_after(*texts)} if continued else {}
     runs = [
-        await run(audio, TextScheduler(texts=["I am done.", "Really."]), continuation_gap_ms=gap)
-        for gap in (1000, 0)
+        await run(audio, RewritingScheduler(texts=list(texts), rewrite=rewrite), **settings)
+        for rewrite, settings in (
+            (continued_decode, {"continuation_gap_ms": 1000}),
+            ({}, {"continuation_gap_ms": 0}),
+        )
     ]
     for got in runs:
         assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
@@ -580,6 +594,20 @@ async def test_a_continuation_with_no_word_of_its_own_is_decoded_again_alone() -
     sizes = [size for _, size, _ in got.scheduler.jobs]
     assert len(sizes) == 3 and sizes[1] > sizes[2]
     assert continuations(got, "alone") == 1
+
+
+async def test_a_continuation_with_no_word_in_the_earlier_audio_is_decoded_again_alone() -> None:
+    # its word times are off: tiny.en put the earlier "Ask" after the boundary, and it came
+    # out twice ("Ask!", then "Ask... NOT!")
+    scheduler = RewritingScheduler(
+        texts=["Ask!", "", "Not!"],
+        rewrite={2: lambda seconds: [segment("Ask... NOT!", seconds - 0.9, seconds - 0.4)]},
+    )
+    got = await run(two_utterances(), scheduler)
+    assert [f["text"] for f in got.finals] == ["Ask!", "Not!"]
+    sizes = [size for _, size, _ in got.scheduler.jobs]
+    assert len(sizes) == 3 and sizes[1] > sizes[2]
+    assert continuations(got, "alone") == 1 and continuations(got, "kept") == 0
 
 
 async def test_a_stream_detecting_languages_decodes_each_utterance_alone() -> None:
