@@ -566,11 +566,12 @@ async def test_a_continuation_is_decoded_after_the_previous_utterance(
     texts = ["I am done.", "Really."]
     continued_decode = {2: heard_after(*texts)} if continued else {}
     runs = [
-        await run(audio, RewritingScheduler(texts=list(texts), rewrite=rewrite), **settings)
-        for rewrite, settings in (
-            (continued_decode, {"continuation_gap_ms": 1000}),
-            ({}, {"continuation_gap_ms": 0}),
+        await run(
+            audio,
+            RewritingScheduler(texts=list(texts), rewrite=rewrite),
+            continuation_gap_ms=gap,
         )
+        for rewrite, gap in ((continued_decode, 1000), ({}, 0))
     ]
     for got in runs:
         assert [f["text"] for f in got.finals] == ["I am done.", "Really."]
