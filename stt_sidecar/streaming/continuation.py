@@ -14,13 +14,15 @@ would decide the language of the new utterance too.
 
 Audio is the context here, not text: the earlier finals as a prompt (`context.py`) made
 tiny.en repeat them. A decode that loops over the longer audio, places no word in the new
-utterance, or places none in the earlier audio, is done again on the utterance alone. The last
-is a decode whose word times are off: tiny.en put a lone "Ask" (the previous utterance) after
-the boundary, and it came out twice ("Ask!", then "Ask... NOT!").
+utterance, or places none in the earlier audio although its final had words, is done again on
+the utterance alone. The last is a decode whose word times are off: tiny.en put a lone "Ask"
+(the previous utterance) after the boundary, and it came out twice ("Ask!", then "Ask...
+NOT!"). After an earlier utterance with no words (noise) no word there is expected.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from faster_whisper.transcribe import Segment
 
     from .audio_input import SampleBuffer
+    from .transcripts import FinalText
 
 CONTEXT_AUDIO_S = 10.0  # of the last utterance, at most: ~2x the CPU of a fragment alone
 MAX_GAP_FILL_S = 1.0  # silence put between the two, at most (the real gap was not kept)
@@ -54,15 +57,24 @@ class PreviousUtterance:
         self._audio: np.ndarray | None = None
         self._end = 0  # sample after its audio
         self._speech_end = 0
+        self.final: asyncio.Task[FinalText | None] | None = None  # its final's decode
 
-    def remember(self, buffer: SampleBuffer, start: int, end: int, speech_end: int) -> None:
+    def remember(
+        self,
+        buffer: SampleBuffer,
+        start: int,
+        end: int,
+        speech_end: int,
+        final: asyncio.Task[FinalText | None] | None = None,
+    ) -> None:
         """The utterance that just closed: its audio `start..end` in `buffer` (the last
-        CONTEXT_AUDIO_S of it is kept) and its end of speech."""
+        CONTEXT_AUDIO_S of it is kept), its end of speech and its final's decode."""
         if self._gap <= 0:
             return
         self._audio = buffer.slice(max(start, end - int(CONTEXT_AUDIO_S * SAMPLE_RATE)), end)
         self._end = end
         self._speech_end = speech_end
+        self.final = final
 
     def forget(self) -> None:
         self._audio = None
@@ -106,3 +118,11 @@ def words_from(segments: list[Segment], boundary_s: float) -> list[Segment]:
 
 def word_count(segments: list[Segment]) -> int:
     return sum(len(s.words or ()) for s in segments)
+
+
+def sent_words(final: asyncio.Task[FinalText | None] | None) -> bool:
+    """Whether an earlier utterance's final has words, or may still have (not decoded yet):
+    a decode after its audio should then place some there."""
+    if final is None or not final.done():
+        return True
+    return not final.cancelled() and final.exception() is None and final.result() is not None

@@ -9,9 +9,11 @@ endpointing its text picks the silence that ends the utterance:
 - a visibly unfinished one (a trailing conjunction, article, preposition, filler or comma:
   "and mister john dashwood had then leisure to"), or one Whisper did not close with a stop,
   waits up to `long_ms` for the rest;
-- speech Whisper made no words of yet waits `long_ms` too: most often a first short word
-  said alone ("He ... might even have been made amiable himself"), which ended after the
-  default silence lost it with its final; a cough or a breath just ends later, with no final;
+- up to `LONE_WORD_MAX_S` of speech Whisper made no words of yet waits `long_ms` too: most
+  often a first short word said alone ("He ... might even have been made amiable himself"),
+  which ended after the default silence lost it with its final. A cough or a breath just ends
+  later, with no final; longer wordless sound (noise) keeps the default, so that noise does
+  not hold utterances open;
 - anything else (a stop Whisper is not sure of) waits the configured `default_ms`, as the
   fixed endpoint does.
 
@@ -39,6 +41,8 @@ from ..audio_format import SAMPLE_RATE
 # gave its text sooner but cost words: conversation.wav WER 3.1 % -> 5.2 % (the decode hears
 # too little of the pause after the last word), for ~50 ms.
 SPECULATE_MS = 150
+# Longest speech with no words yet that may be a first word said alone (see the docstring)
+LONE_WORD_MAX_S = 1.0
 
 
 class Endpoint(enum.Enum):
@@ -73,8 +77,9 @@ def classify(text: str | None, last_word_confidence: float | None = None) -> End
     """The endpoint a speculative transcript asks for (see the module docstring).
 
     Args:
-        text: the speculative final's text: "" when Whisper heard no words, None when there is
-            no text to judge by (the decode failed).
+        text: the speculative final's text: "" when Whisper heard no words in what may be a
+            lone first word, None when there is no text to judge by (a failed decode, or
+            longer wordless sound).
         last_word_confidence: Whisper's probability for its last word (punctuation included);
             None when not known, which does not hold a finished sentence back.
     """

@@ -37,9 +37,9 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway
-from .continuation import PreviousUtterance, word_count, words_from
+from .continuation import PreviousUtterance, sent_words, word_count, words_from
 from .encoder_windows import encoder_window_s as streaming_encoder_window_s
-from .endpointing import Endpoint, EndpointPolicy, classify
+from .endpointing import LONE_WORD_MAX_S, Endpoint, EndpointPolicy, classify
 from .interims import interim_due, interim_interval
 from .language_detection import transcribe_in_allowed_language
 from .transcripts import (
@@ -387,6 +387,7 @@ class StreamSession:
         if context is not None:
             audio = np.concatenate([context, audio])
             context_samples = context.size
+        earlier_final = self._previous.final if context is not None else None
         return asyncio.create_task(
             self._run_final_decode(
                 audio,
@@ -395,6 +396,7 @@ class StreamSession:
                 _seconds(utterance.onset),
                 _seconds(min(utterance.last_speech_end, end)),
                 context_samples=context_samples,
+                earlier_final=earlier_final,
             )
         )
 
@@ -408,10 +410,11 @@ class StreamSession:
         *,
         retry: bool = True,
         context_samples: int = 0,
+        earlier_final: asyncio.Task[FinalText | None] | None = None,
     ) -> FinalText | None:
         """Decode a final. `offset`: stream time of `audio[0]`; `context_samples`: the
-        previous utterance's audio at the start of `audio`, whose words are not this final's
-        (continuation.py)."""
+        previous utterance's audio at the start of `audio`, whose words are not this final's,
+        and `earlier_final` its final's decode (continuation.py)."""
         seconds = _seconds(audio.size)
         # Whisper's own window for the retry, and with the earlier finals as the prompt
         # (encoder_windows.py says why)
@@ -439,7 +442,8 @@ class StreamSession:
             own = words_from(segments, context_s)
             alone = (
                 not own
-                or word_count(own) == word_count(segments)  # none placed in the earlier audio
+                # none placed in the earlier audio, whose final had some
+                or (word_count(own) == word_count(segments) and sent_words(earlier_final))
                 or runaway(hypothesis_text(segments), seconds)
                 or runaway(hypothesis_text(own), seconds - context_s)
             )
@@ -493,8 +497,11 @@ class StreamSession:
         failed = task.exception() is not None
         text = None if failed else task.result()
         if text is None:
-            # no words heard is a text too (""), a failed decode is none (None)
-            utterance.endpoint = classify(None if failed else "")
+            # no words heard in a short stretch is a lone first word, maybe (""); a failed
+            # decode or longer wordless sound gives no text to judge by (None)
+            speech = utterance.speculation_speech_end - utterance.onset
+            lone_word = not failed and speech <= LONE_WORD_MAX_S * SAMPLE_RATE
+            utterance.endpoint = classify("" if lone_word else None)
         else:
             utterance.endpoint = classify(
                 text.text, text.words[-1]["confidence"] if text.words else None
@@ -546,7 +553,9 @@ class StreamSession:
                 speech_end_wall=utterance.last_speech_wall,
             )
         )
-        self._previous.remember(self._buffer, utterance.start, end, utterance.last_speech_end)
+        self._previous.remember(
+            self._buffer, utterance.start, end, utterance.last_speech_end, decode
+        )
         self._buffer.drop_before(end)
 
     def _cut_long_utterance(self, utterance: Utterance) -> None:

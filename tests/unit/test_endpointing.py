@@ -308,6 +308,17 @@ async def test_speech_with_no_words_heard_yet_waits_the_long_silence() -> None:
     assert fixed.endpoints("default") == 2
 
 
+async def test_longer_sound_with_no_words_keeps_the_configured_silence() -> None:
+    # 1.5 s that Whisper makes no words of is noise, not a first word: it must not hold the
+    # utterance open for the long silence
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.5, SPEECH), pcm(0.7, 0), pcm(1.5, SPEECH), pcm(1, 0)]
+    )
+    got = await run(audio, TextScheduler(texts=["", "Go forward 10 meters."]))
+    assert [f["text"] for f in got.finals] == ["Go forward 10 meters."]
+    assert len(got.closes) == 2 and got.endpoints("default") == 1
+
+
 async def test_other_text_ends_after_the_configured_silence() -> None:
     audio = np.concatenate(
         [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.6, 0), pcm(1.0, SPEECH), pcm(1, 0)]
