@@ -13,8 +13,9 @@ Each of the N clients replays audio at real-time pace in 20 ms frames, all conne
 - `turns`: people taking turns. Each client's audio is the file followed by silence, so that
   it speaks `--talk-share` of the time (0.5: two people in turn), as a loop entered at a
   seeded random point (`--seed`; an utterance that point falls in is silenced): every client
-  streams for the whole run, about N x talk-share of them speak at any moment, and their
-  utterances start and end at unrelated moments.
+  streams for the whole run, the same share of them speaks throughout the run (about 10 of 24
+  with conversation.wav, whose pauses count as the file), and their utterances start and end
+  at unrelated moments.
 
 `--baseline NAME=VALUE` starts a second sidecar with those settings (e.g. another checkout on
 PYTHONPATH) and runs every row on both, one after the other, so the two are compared under the
@@ -203,9 +204,9 @@ def turn_taking_plan(
     audio: np.ndarray, rate: int, utterances: list[dict[str, Any]], talk_share: float, rng
 ) -> StreamPlan:
     """The file then silence (the file is `talk_share` of it), as a loop entered at a uniformly
-    random point: across N clients about N x talk_share speak at any moment. An utterance the
-    point falls in is silenced and left out of the references, so none is cut and the timing
-    stays exact."""
+    random point: across N clients up to N x talk_share speak at any moment (less the file's
+    own pauses). An utterance the point falls in is silenced and left out of the references,
+    so none is cut and the timing stays exact."""
     duration = len(audio) / rate
     total = duration / talk_share
     padded = np.concatenate(
