@@ -78,6 +78,7 @@ class PreviousUtterance:
 
     def forget(self) -> None:
         self._audio = None
+        self.final = None
 
     def context_for(self, start: int, onset: int, samples: int) -> np.ndarray | None:
         """Audio to decode before an utterance of `samples` whose audio starts at `start`
