@@ -37,7 +37,13 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway
-from .continuation import PreviousUtterance, sent_words, word_count, words_from
+from .continuation import (
+    PreviousUtterance,
+    said_twice,
+    sent_words,
+    word_count,
+    words_from,
+)
 from .encoder_windows import encoder_window_s as streaming_encoder_window_s
 from .endpointing import LONE_WORD_MAX_S, Endpoint, EndpointPolicy, classify
 from .interims import interim_due, interim_interval
@@ -446,6 +452,7 @@ class StreamSession:
                 or (word_count(own) == word_count(segments) and sent_words(earlier_final))
                 or runaway(hypothesis_text(segments), seconds)
                 or runaway(hypothesis_text(own), seconds - context_s)
+                or said_twice(hypothesis_text(own))
             )
             self._metrics.continuations.labels(outcome="alone" if alone else "kept").inc()
             if alone:

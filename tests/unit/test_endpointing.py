@@ -622,6 +622,18 @@ async def test_a_continuation_with_no_word_in_the_earlier_audio_is_decoded_again
     assert continuations(got, "alone") == 1 and continuations(got, "kept") == 0
 
 
+async def test_a_continuation_that_says_its_sentence_twice_is_decoded_again_alone() -> None:
+    # seen once in a test run: the rest of the decode was right, the new words doubled
+    twice = "Go forward 10 meters. Go forward 10 meters."
+    scheduler = RewritingScheduler(
+        texts=["He was not an ill-disposed young man.", "", "Go forward 10 meters."],
+        rewrite={2: heard_after("He was not an ill-disposed young man.", twice)},
+    )
+    got = await run(two_utterances(), scheduler)
+    assert [f["text"] for f in got.finals][1] == "Go forward 10 meters."
+    assert continuations(got, "alone") == 1
+
+
 async def test_a_stream_detecting_languages_decodes_each_utterance_alone() -> None:
     # the earlier audio would pick the language of the continuation too
     config = protocol.StreamConfig(interim_results=False, language=None)
