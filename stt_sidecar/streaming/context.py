@@ -14,6 +14,7 @@ import collections
 from faster_whisper.transcribe import get_compression_ratio
 
 from ..whisper_options import COMPRESSION_RATIO_THRESHOLD
+from .endpointing import WORD
 
 MAX_CONTEXT_CHARS = 300  # ~70 tokens: a sentence or two, well under Whisper's 223-token prompt
 RESET_AFTER_S = 20.0  # a silence this long starts a new context
@@ -22,6 +23,16 @@ RESET_AFTER_S = 20.0  # a silence this long starts a new context
 def looks_repetitive(text: str) -> bool:
     """Whisper's own loop test: text that zlib squeezes this well repeats itself."""
     return bool(text) and get_compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD
+
+
+def said_twice(text: str) -> bool:
+    """Text that is one run of 3 or more words said over again, and nothing else ("Go forward
+    10 meters. Go forward 10 meters."): a loop too short for `looks_repetitive`."""
+    words = WORD.findall(text.lower())
+    return any(
+        len(words) % size == 0 and words == words[:size] * (len(words) // size)
+        for size in range(3, len(words) // 2 + 1)
+    )
 
 
 MAX_WORDS_PER_S = 5.0  # fast speech is ~4 words/s: more is a decode running away

@@ -13,20 +13,22 @@ Streams that detect the language of each utterance decode it alone: the earlier 
 would decide the language of the new utterance too.
 
 Audio is the context here, not text: the earlier finals as a prompt (`context.py`) made
-tiny.en repeat them. A decode that loops over the longer audio, places no word in the new
-utterance, or places none in the earlier audio although its final had words, is done again on
-the utterance alone; so is one whose new words are a sentence said twice (tiny.en gave "Go
-forward 10 meters. Go forward 10 meters." for one, after "He was not an ill-disposed young
-man"). The last is a decode whose word times are off: tiny.en put a lone "Ask"
-(the previous utterance) after the boundary, and it came out twice ("Ask!", then "Ask...
-NOT!"). After an earlier utterance with no words (noise) no word there is expected.
+tiny.en repeat them. A decode is done again on the utterance alone when:
+
+- it loops over the longer audio, or its new words loop, or they are one sentence said twice
+  (`context.said_twice`: tiny.en gave "Go forward 10 meters. Go forward 10 meters." for one,
+  after "He was not an ill-disposed young man");
+- it places no word in the new utterance;
+- it places none in the earlier audio although that utterance's final had words: its word
+  times are off (tiny.en put a lone "Ask", the previous utterance, after the boundary, and it
+  came out twice: "Ask!", then "Ask... NOT!"). After an earlier utterance with no words
+  (noise) no word there is expected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
     from .audio_input import SampleBuffer
     from .transcripts import FinalText
 
-_WORDS = re.compile(r"[\w']+")
 CONTEXT_AUDIO_S = 10.0  # of the last utterance, at most: ~2x the CPU of a fragment alone
 MAX_GAP_FILL_S = 1.0  # silence put between the two, at most (the real gap was not kept)
 # Context and utterance together stay in one Whisper window with the streaming window's margin:
@@ -123,16 +124,6 @@ def words_from(segments: list[Segment], boundary_s: float) -> list[Segment]:
 
 def word_count(segments: list[Segment]) -> int:
     return sum(len(s.words or ()) for s in segments)
-
-
-def said_twice(text: str) -> bool:
-    """Text that is one run of 3 or more words said over again, and nothing else ("Go forward
-    10 meters. Go forward 10 meters."): too short for the compression test of a loop."""
-    words = [w.lower() for w in _WORDS.findall(text)]
-    return any(
-        len(words) % size == 0 and words == words[:size] * (len(words) // size)
-        for size in range(3, len(words) // 2 + 1)
-    )
 
 
 def sent_words(final: asyncio.Task[FinalText | None] | None) -> bool:

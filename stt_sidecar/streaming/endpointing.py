@@ -66,7 +66,7 @@ UNFINISHED_WORDS = frozenset(
 )
 _UNFINISHED_PUNCTUATION = (",", ";", ":", "-", "\u2014", "\u2013", "...", "\u2026")
 _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the full-width ones
-_WORD = re.compile(r"[\w']+")
+WORD = re.compile(r"[\w']+")  # a word, for the text rules here and in context.py
 # Whisper ends nearly every decode with a stop, fragments too ("And Mr. John."); how sure it is
 # of the last word (with its stop) tells them apart better: on the pauses set, 10 of 14 true
 # sentence ends scored >= 0.9, and 3 of 20 cuts inside sentences.
@@ -88,7 +88,7 @@ def classify(text: str | None, last_word_confidence: float | None = None) -> End
     text = text.strip().strip("\"')]}")
     if not text:
         return Endpoint.LONG
-    words = _WORD.findall(text.lower())
+    words = WORD.findall(text.lower())
     if text.endswith(_UNFINISHED_PUNCTUATION) or (words and words[-1] in UNFINISHED_WORDS):
         return Endpoint.LONG
     if not text.endswith(_SENTENCE_END):

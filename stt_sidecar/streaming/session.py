@@ -36,14 +36,8 @@ from ..metrics import SidecarMetrics
 from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
-from .context import UtteranceContext, runaway
-from .continuation import (
-    PreviousUtterance,
-    said_twice,
-    sent_words,
-    word_count,
-    words_from,
-)
+from .context import UtteranceContext, runaway, said_twice
+from .continuation import PreviousUtterance, sent_words, word_count, words_from
 from .encoder_windows import encoder_window_s as streaming_encoder_window_s
 from .endpointing import LONE_WORD_MAX_S, Endpoint, EndpointPolicy, classify
 from .interims import interim_due, interim_interval
@@ -446,13 +440,14 @@ class StreamSession:
         if context_samples:
             context_s = _seconds(context_samples)
             own = words_from(segments, context_s)
+            own_text = hypothesis_text(own)
             alone = (
                 not own
                 # none placed in the earlier audio, whose final had some
                 or (word_count(own) == word_count(segments) and sent_words(earlier_final))
                 or runaway(hypothesis_text(segments), seconds)
-                or runaway(hypothesis_text(own), seconds - context_s)
-                or said_twice(hypothesis_text(own))
+                or runaway(own_text, seconds - context_s)
+                or said_twice(own_text)
             )
             self._metrics.continuations.labels(outcome="alone" if alone else "kept").inc()
             if alone:

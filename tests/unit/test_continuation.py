@@ -12,7 +12,6 @@ from stt_sidecar.streaming.continuation import (
     CONTINUATION_WINDOW_S,
     MAX_GAP_FILL_S,
     PreviousUtterance,
-    said_twice,
     words_from,
 )
 
@@ -100,12 +99,3 @@ def test_context_and_utterance_fit_one_whisper_window() -> None:
     assert context[0] == 8 * rate - int(2.5 * rate)
     # room for less than a second of it: no continuation
     assert previous.context_for(start, start, samples=WINDOW - int(1.4 * rate)) is None
-
-
-def test_a_sentence_said_twice() -> None:
-    assert said_twice("Go forward 10 meters. Go forward 10 meters.")
-    assert said_twice("We will go. We will go. We will go.")
-    assert not said_twice("no no")  # two words said again: people do
-    assert not said_twice("Go forward 10 meters.")
-    assert not said_twice("Go forward 10 meters. Go forward 10 feet.")
-    assert not said_twice("")

@@ -23,7 +23,12 @@ from stt_sidecar.metrics import SidecarMetrics
 from stt_sidecar.scheduler import DecodeResult, Priority
 from stt_sidecar.streaming import protocol
 from stt_sidecar.streaming import session as session_module
-from stt_sidecar.streaming.context import MAX_CONTEXT_CHARS, UtteranceContext, looks_repetitive
+from stt_sidecar.streaming.context import (
+    MAX_CONTEXT_CHARS,
+    UtteranceContext,
+    looks_repetitive,
+    said_twice,
+)
 from stt_sidecar.streaming.endpointing import Endpoint, EndpointPolicy, classify
 from stt_sidecar.streaming.session import SPEECH_CONTINUE, SPEECH_ONSET, StreamSession
 from stt_sidecar.streaming.vad import WINDOW
@@ -387,6 +392,15 @@ def test_disabled_context_keeps_the_clients_prompt_alone() -> None:
 def test_looks_repetitive() -> None:
     assert looks_repetitive("go forward " * 20)
     assert not looks_repetitive("Ask not what your country can do for you.")
+
+
+def test_a_sentence_said_twice() -> None:
+    assert said_twice("Go forward 10 meters. Go forward 10 meters.")
+    assert said_twice("We will go. We will go. We will go.")
+    assert not said_twice("no no")  # two words said again: people do
+    assert not said_twice("Go forward 10 meters.")
+    assert not said_twice("Go forward 10 meters. Go forward 10 feet.")
+    assert not said_twice("")
 
 
 async def test_finals_are_prompted_with_the_streams_earlier_finals() -> None:
