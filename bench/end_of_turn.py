@@ -20,7 +20,8 @@ At each point, every rule sees the audio from the sentence's start (with the ses
 0.4 s pre-roll) to the point plus a little silence:
 - `text`: what the sidecar does. It runs the final's speculative decode at 150 ms of
   silence (tiny.en, the streaming window and options), then applies
-  `streaming.endpointing.classify`: short (220 ms), default (450 ms) or long (1100 ms).
+  `streaming.endpointing.speculative_endpoint`, as the session does: short (220 ms), default
+  (450 ms) or long (1100 ms).
 - `smart-turn`: the model at 200 ms of silence, as pipecat runs it after its VAD's 0.2 s
   stop. A probability of 0.5 or more is short, anything less is long.
 - `both`: where the two agree (text short and model finished, or text long and model
@@ -52,10 +53,10 @@ from stt_sidecar.config import SidecarSettings
 from stt_sidecar.model import bundled_model_path
 from stt_sidecar.scheduler import install_encoder_window, run_whisper
 from stt_sidecar.streaming.encoder_windows import encoder_window_s
-from stt_sidecar.streaming.endpointing import SPECULATE_MS, Endpoint, classify
+from stt_sidecar.streaming.endpointing import SPECULATE_MS, Endpoint, speculative_endpoint
 from stt_sidecar.streaming.protocol import StreamConfig
 from stt_sidecar.streaming.session import PRE_ROLL_S
-from stt_sidecar.streaming.transcripts import final_options, shape_final
+from stt_sidecar.streaming.transcripts import attach_sentence_stops, final_options, shape_final
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 RATE = 16000
@@ -101,16 +102,31 @@ class SmartTurn:
 
 
 def decision_points(name: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    audio, rate = soundfile.read(DATA / f"{name}.wav", dtype="float32")
+    path = Path(name) if name.endswith(".wav") else DATA / f"{name}.wav"
+    audio, rate = soundfile.read(path, dtype="float32")
     assert rate == RATE and audio.ndim == 1
     points = []
-    for sentence in json.loads((DATA / f"{name}.json").read_text())["utterances"]:
+    for sentence in json.loads(path.with_suffix(".json").read_text())["utterances"]:
         start = max(0.0, sentence["speech_start"] - PRE_ROLL_S)
         for pause in sentence.get("pauses", []):
             points.append(
-                {"start": start, "at": pause["at"], "pause": pause["duration"], "end": False}
+                {
+                    "start": start,
+                    "speech_start": sentence["speech_start"],
+                    "at": pause["at"],
+                    "pause": pause["duration"],
+                    "end": False,
+                }
             )
-        points.append({"start": start, "at": sentence["speech_end"], "pause": 0, "end": True})
+        points.append(
+            {
+                "start": start,
+                "speech_start": sentence["speech_start"],
+                "at": sentence["speech_end"],
+                "pause": 0,
+                "end": True,
+            }
+        )
     return audio, points
 
 
@@ -155,12 +171,10 @@ def main() -> None:
             segments, _ = run_whisper(model, spoken, options, window)
             cpu["text"] += time.process_time() - t
             # what the session classifies: the final as it would send it
-            final = shape_final(segments, "en", 0.0, 0.0, 0.0)
-            by_text = (
-                classify(None)
-                if final is None
-                else classify(final.text, final.words[-1]["confidence"] if final.words else None)
-            )
+            segments, stop = attach_sentence_stops(segments, options["append_punctuations"])
+            final = shape_final(segments, "en", 0.0, 0.0, 0.0, stop)
+            speech_s = p["at"] - p["speech_start"]
+            by_text = speculative_endpoint(final, speech_s=speech_s)
             t = time.process_time()
             heard = audio[begin : int((p["at"] + SMART_TURN_SILENCE_S) * RATE)]
             finished = smart_turn.probability(heard) >= 0.5

@@ -4,7 +4,8 @@
     python bench/endpointing.py --sets pauses --modes fixed,adaptive
 
 Sets (tests/data): `pauses` (bench/pauses_set.py: sentences with 300-700 ms pauses inside,
-600-1500 ms between) and `conversation` (conversation.wav). Modes, each one stream replayed in
+600-1500 ms between) and `conversation` (conversation.wav), or the path of a set built by
+bench/pauses_set.py with another seed. Modes, each one stream replayed in
 real time against the same sidecar, one after the other (`--paired`: all at once, so that on a
 shared machine each mode sees the same load):
 
@@ -93,7 +94,7 @@ async def run(args: argparse.Namespace) -> None:
             base, ws_url = sidecar.url, sidecar.ws_url
             print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             for name in args.sets:
-                path = SETS[name]
+                path = SETS.get(name) or Path(name)
                 audio, rate = load_pcm16(path)
                 sentences = json.loads(path.with_suffix(".json").read_text())["utterances"]
                 refs = " ".join(s["text"] for s in sentences)
@@ -153,7 +154,8 @@ def main() -> None:
         "--sets",
         default="pauses,conversation",
         type=lambda s: s.split(","),
-        help="pauses, conversation",
+        help="pauses, conversation, or a set's .wav with its .json beside it (a held-out"
+        " pauses set: bench/pauses_set.py --seed 2026 --rounds 6 --out /tmp/heldout.wav)",
     )
     parser.add_argument(
         "--modes",

@@ -3,19 +3,20 @@
 The final's decode starts speculatively early in a pause (`speculate_ms`), and with adaptive
 endpointing its text picks the silence that ends the utterance:
 
-- a finished sentence ("... for your country.", its last word and stop decoded with
-  confidence) ends after `short_ms`: a turn is over, and a voice agent waiting on this final
+- a finished sentence ("... for your country.", its stop decoded with a probability of
+  at least 0.5) ends after `short_ms`: a turn is over, and a voice agent waiting on this final
   replies sooner;
 - a visibly unfinished one (a trailing conjunction, article, preposition, filler or comma:
   "and mister john dashwood had then leisure to"), or one Whisper did not close with a stop,
-  waits up to `long_ms` for the rest;
+  waits up to `long_ms` for the rest; so does a stop Whisper doubts (below 0.35: "He might
+  even have been.", 0.30, said before "made amiable himself");
 - up to `LONE_WORD_MAX_S` of speech Whisper made no words of yet waits `long_ms` too: most
   often a first short word said alone ("He ... might even have been made amiable himself"),
   which ended after the default silence lost it with its final. A cough or a breath just ends
   later, with no final; longer wordless sound (noise) keeps the default, so that noise does
   not hold utterances open;
-- anything else (a stop Whisper is not sure of) waits the configured `default_ms`, as the
-  fixed endpoint does.
+- anything else (a stop Whisper is unsure of, 0.35 to 0.5) waits the configured `default_ms`,
+  as the fixed endpoint does.
 
 Once a pause passes `short_ms` the session waits for the speculative text before it looks
 at later audio (`StreamSession._apply_windows`): the final is that decode, so waiting sends it
@@ -34,8 +35,12 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..audio_format import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from .transcripts import FinalText
 
 # When the final's speculative decode starts, in both modes. Starting it at 100 ms instead
 # gave its text sooner but cost words: conversation.wav WER 3.1 % -> 5.2 % (the decode hears
@@ -68,20 +73,24 @@ _UNFINISHED_PUNCTUATION = (",", ";", ":", "-", "\u2014", "\u2013", "...", "\u202
 _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the full-width ones
 WORD = re.compile(r"[\w']+")  # a word, for the text rules here and in context.py
 # Whisper ends nearly every decode with a stop, fragments too ("And Mr. John."); how sure it is
-# of the last word (with its stop) tells them apart better: on the pauses set, 10 of 14 true
-# sentence ends scored >= 0.9, and 3 of 20 cuts inside sentences.
-FINISHED_MIN_CONFIDENCE = 0.9
+# of that stop tells them apart (faster-whisper's word probabilities leave the stop out:
+# `transcripts.attach_sentence_stops`). Chosen on a held-out pauses set (bench/pauses_set.py
+# --seed 2026 --rounds 6: 42 sentence ends, 60 pauses inside sentences); there the 0.9 bar on
+# the last word's probability used before cut 21 of the 60 pauses and ended 27 of the 42
+# sentences short, these cut 14 and end 33 short. No true end there scored below 0.42.
+SHORT_MIN_STOP_CONFIDENCE = 0.5
+LONG_BELOW_STOP_CONFIDENCE = 0.35
 
 
-def classify(text: str | None, last_word_confidence: float | None = None) -> Endpoint:
+def classify(text: str | None, stop_confidence: float | None = None) -> Endpoint:
     """The endpoint a speculative transcript asks for (see the module docstring).
 
     Args:
         text: the speculative final's text: "" when Whisper heard no words in what may be a
             lone first word, None when there is no text to judge by (a failed decode, or
             longer wordless sound).
-        last_word_confidence: Whisper's probability for its last word (punctuation included);
-            None when not known, which does not hold a finished sentence back.
+        stop_confidence: Whisper's probability for the stop that ends the text; None when not
+            known, which does not hold a finished sentence back.
     """
     if text is None:
         return Endpoint.DEFAULT
@@ -94,9 +103,28 @@ def classify(text: str | None, last_word_confidence: float | None = None) -> End
     if not text.endswith(_SENTENCE_END):
         # Whisper closes what it hears as a sentence with a stop: without one it heard a part
         return Endpoint.LONG
-    if last_word_confidence is None or last_word_confidence >= FINISHED_MIN_CONFIDENCE:
+    if stop_confidence is None or stop_confidence >= SHORT_MIN_STOP_CONFIDENCE:
         return Endpoint.SHORT
+    if stop_confidence < LONG_BELOW_STOP_CONFIDENCE:
+        return Endpoint.LONG  # a stop Whisper doubts this much is mostly a pause mid-sentence
     return Endpoint.DEFAULT
+
+
+def speculative_endpoint(
+    final: FinalText | None, *, failed: bool = False, speech_s: float = 0.0
+) -> Endpoint:
+    """The endpoint for an utterance from its speculative final, as the session applies it.
+
+    Args:
+        final: the decode's final; None when Whisper heard no words (or the decode failed).
+        failed: the decode raised: no text to judge by.
+        speech_s: how long the utterance has had speech; up to `LONE_WORD_MAX_S` with no
+            words is a lone first word, maybe.
+    """
+    if final is None:
+        lone_word = not failed and speech_s <= LONE_WORD_MAX_S
+        return classify("" if lone_word else None)
+    return classify(final.text, final.stop_confidence)
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,13 @@ from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway, said_twice
 from .continuation import PreviousUtterance, sent_words, word_count, words_from
 from .encoder_windows import encoder_window_s as streaming_encoder_window_s
-from .endpointing import LONE_WORD_MAX_S, Endpoint, EndpointPolicy, classify
+from .endpointing import Endpoint, EndpointPolicy, speculative_endpoint
 from .interims import interim_due, interim_interval
 from .language_detection import transcribe_in_allowed_language
 from .transcripts import (
     FinalText,
     StableText,
+    attach_sentence_stops,
     audible_end,
     confident,
     final_options,
@@ -436,7 +437,7 @@ class StreamSession:
             encoder_window_s=window,
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
-        segments = result.segments
+        segments, stop = attach_sentence_stops(result.segments, options["append_punctuations"])
         if context_samples:
             context_s = _seconds(context_samples)
             own = words_from(segments, context_s)
@@ -461,8 +462,8 @@ class StreamSession:
                     speech_end,
                 )
             # its own words were checked for a loop above: no retry on the longer audio
-            return shape_final(own, result.info.language, offset, speech_start, speech_end)
-        text = shape_final(segments, result.info.language, offset, speech_start, speech_end)
+            return shape_final(own, result.info.language, offset, speech_start, speech_end, stop)
+        text = shape_final(segments, result.info.language, offset, speech_start, speech_end, stop)
         if (
             retry
             and (window is not None or with_context)
@@ -498,16 +499,8 @@ class StreamSession:
             return  # stale: speech resumed, or the utterance already ended
         failed = task.exception() is not None
         text = None if failed else task.result()
-        if text is None:
-            # no words heard in a short stretch is a lone first word, maybe (""); a failed
-            # decode or longer wordless sound gives no text to judge by (None)
-            speech = utterance.speculation_speech_end - utterance.onset
-            lone_word = not failed and speech <= LONE_WORD_MAX_S * SAMPLE_RATE
-            utterance.endpoint = classify("" if lone_word else None)
-        else:
-            utterance.endpoint = classify(
-                text.text, text.words[-1]["confidence"] if text.words else None
-            )
+        speech = utterance.speculation_speech_end - utterance.onset
+        utterance.endpoint = speculative_endpoint(text, failed=failed, speech_s=_seconds(speech))
         logger.debug(
             "session %s utterance %d: endpoint %s after %d ms",
             self.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from ..words import word_dicts
 from .protocol import StreamConfig
 
 if TYPE_CHECKING:
-    from faster_whisper.transcribe import Segment
+    from faster_whisper.transcribe import Segment, Word
 
 _WORDLESS = re.compile(r"^[\W_]*$")
 
@@ -47,8 +48,63 @@ def _streaming_options(
     )
 
 
+# Whisper's sentence stops. faster-whisper merges punctuation into the word before it and keeps
+# that word's probability, so how sure Whisper is that a sentence ended would be lost. The final's
+# decode keeps the stops apart (`append_punctuations` without them) and `attach_sentence_stops`
+# merges them afterwards, as faster-whisper does, keeping the stop's own probability aside.
+SENTENCE_STOPS = ".?!\u3002\uff1f\uff01"
+
+
 def final_options(config: StreamConfig) -> dict[str, Any]:
-    return _streaming_options(config, word_timestamps=True)
+    options = _streaming_options(config, word_timestamps=True)
+    options["append_punctuations"] = "".join(
+        c for c in options["append_punctuations"] if c not in SENTENCE_STOPS
+    )
+    return options
+
+
+def attach_sentence_stops(
+    segments: list[Segment], appended: str
+) -> tuple[list[Segment], float | None]:
+    """The final decode's segments with each stop merged into the word before it (as with
+    faster-whisper's default `append_punctuations`), and the probability of the stop that ends
+    the decode: None when its last word has none.
+
+    Args:
+        segments: decoded with `final_options`, whose words keep stops apart.
+        appended: the punctuation faster-whisper merged anyway (`append_punctuations`);
+            it may follow a stop (`."`), so it merges with it.
+    """
+    mergeable = set(SENTENCE_STOPS + appended)
+    words_of = [list(s.words or []) for s in segments]
+    changed = [False] * len(segments)
+    previous: tuple[int, int] | None = None  # (segment, word) of the last word kept
+    stop_probability: float | None = None
+    for i, words in enumerate(words_of):
+        kept: list[Word] = []
+        for word in words:
+            text = word.word
+            if previous is None or not text or text[0] not in SENTENCE_STOPS:
+                is_stop = False
+            else:
+                is_stop = set(text) <= mergeable
+            if not is_stop:
+                stop_probability = None
+                kept.append(word)
+                previous = (i, len(kept) - 1)
+                continue
+            stop_probability = word.probability
+            assert previous is not None
+            s, w = previous
+            owner = kept if s == i else words_of[s]
+            owner[w] = dataclasses.replace(owner[w], word=owner[w].word + text)
+            changed[s] = changed[i] = True
+        words_of[i] = kept
+    merged = [
+        dataclasses.replace(segment, words=words) if change else segment
+        for segment, words, change in zip(segments, words_of, changed, strict=True)
+    ]
+    return merged, stop_probability
 
 
 def interim_options(config: StreamConfig) -> dict[str, Any]:
@@ -64,6 +120,9 @@ class FinalText:
     confidence: float
     language: str  # what the model decoded in: the config's, or the detected one
     words: list[dict[str, Any]]
+    # Whisper's probability for the stop that ends the text (`attach_sentence_stops`); None
+    # when the text ends without one, or when not known
+    stop_confidence: float | None = None
 
 
 def _speech_segments(segments: list[Segment]) -> list[Segment]:
@@ -96,12 +155,18 @@ def confident(segments: list[Segment]) -> bool:
 
 
 def shape_final(
-    segments: list[Segment], language: str, offset: float, speech_start: float, speech_end: float
+    segments: list[Segment],
+    language: str,
+    offset: float,
+    speech_start: float,
+    speech_end: float,
+    stop_confidence: float | None = None,
 ) -> FinalText | None:
     """Words with stream times, or None when whisper heard nothing worth sending.
 
     The end is the later of the last word's end and the VAD's end of speech: whisper tends to
-    end the last word early, especially on a trailing-off syllable.
+    end the last word early, especially on a trailing-off syllable. `stop_confidence`: the
+    probability of the stop ending the last segment (`attach_sentence_stops`).
     """
     kept = _speech_segments(segments)
     words = word_dicts(kept, offset=offset, skip_blank=True)
@@ -115,7 +180,14 @@ def shape_final(
         start, end = speech_start, speech_end
         confidence = math.exp(sum(s.avg_logprob for s in kept) / len(kept))
     return FinalText(
-        text=text, start=start, end=end, confidence=confidence, language=language, words=words
+        text=text,
+        start=start,
+        end=end,
+        confidence=confidence,
+        language=language,
+        words=words,
+        # the stop ended a segment dropped as not speech: not this text's
+        stop_confidence=stop_confidence if kept[-1] is segments[-1] else None,
     )
 
 

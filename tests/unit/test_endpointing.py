@@ -5,6 +5,7 @@ test_stream_session.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,10 +60,13 @@ def test_the_text_rule(text: str | None, endpoint: Endpoint) -> None:
     assert classify(text) is endpoint
 
 
-def test_a_stop_whisper_is_unsure_of_waits_the_configured_silence() -> None:
-    assert classify("And Mr. John.", 0.95) is Endpoint.SHORT
-    assert classify("Go forward 10 years.", 0.71) is Endpoint.DEFAULT
-    assert classify("and the", 0.99) is Endpoint.LONG
+def test_how_sure_whisper_is_of_the_stop_picks_the_silence() -> None:
+    # the stop's own probability, as tiny.en gave it on the pauses set
+    assert classify("Ask what you can do for your country.", 0.83) is Endpoint.SHORT
+    assert classify("He was not an ill-disposed young man.", 0.46) is Endpoint.DEFAULT
+    assert classify("He might even have been.", 0.30) is Endpoint.LONG  # "made amiable..."
+    assert classify("And Mr. John.", 0.23) is Endpoint.LONG  # "Dashwood had then..."
+    assert classify("and the", 0.99) is Endpoint.LONG  # no stop: the rule on the words
 
 
 def test_fixed_policy_is_the_configured_silence_for_everything() -> None:
@@ -81,6 +85,7 @@ class TextScheduler:
 
     text: str = "hello"
     probability: float = 0.95  # of each word
+    stop_probability: float = 0.9  # of a stop ending `text`, a word apart as final_options asks
     delay: float = 0.0
     jobs: list[tuple[Priority, int, dict[str, Any]]] = field(default_factory=list)
     batch_running: bool = False
@@ -107,7 +112,14 @@ class TextScheduler:
         # said near the end of the audio: a continuation's context (before it) keeps it
         seconds = audio.size / SAMPLE_RATE
         start, end = max(0.0, seconds - 0.6), max(0.0, seconds - 0.4)
-        word = Word(start=start, end=end, word=" " + text, probability=self.probability)
+        words = [Word(start=start, end=end, word=" " + text, probability=self.probability)]
+        stop = text[-1:]
+        if text[:-1].strip() and stop in ".?!" and options.get("word_timestamps"):
+            assert stop not in options["append_punctuations"]  # final_options keeps it apart
+            words = [
+                dataclasses.replace(words[0], word=" " + text[:-1]),
+                Word(start=end, end=end, word=stop, probability=self.stop_probability),
+            ]
         segment = Segment(
             id=0,
             seek=0,
@@ -118,7 +130,7 @@ class TextScheduler:
             avg_logprob=-0.1,
             compression_ratio=1.0,
             no_speech_prob=0.0,
-            words=[word],
+            words=words,
             temperature=0.0,
         )
         return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
@@ -328,7 +340,7 @@ async def test_other_text_ends_after_the_configured_silence() -> None:
     audio = np.concatenate(
         [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.6, 0), pcm(1.0, SPEECH), pcm(1, 0)]
     )
-    got = await run(audio, TextScheduler(text="Go forward 10 years.", probability=0.7))
+    got = await run(audio, TextScheduler(text="Go forward 10 years.", stop_probability=0.4))
     assert len(got.finals) == 2 and got.endpoints("default") == 2
 
 
