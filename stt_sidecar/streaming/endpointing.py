@@ -8,14 +8,14 @@ endpointing its text picks the silence that ends the utterance:
   replies sooner;
 - a visibly unfinished one (a trailing conjunction, article, preposition, filler or comma:
   "and mister john dashwood had then leisure to"), or one Whisper did not close with a stop,
-  waits up to `long_ms` for the rest; so does a stop Whisper doubts (below 0.35: "He might
+  waits up to `long_ms` for the rest; so does a stop Whisper doubts (below 0.4: "He might
   even have been.", 0.30, said before "made amiable himself");
 - up to `LONE_WORD_MAX_S` of speech Whisper made no words of yet waits `long_ms` too: most
   often a first short word said alone ("He ... might even have been made amiable himself"),
   which ended after the default silence lost it with its final. A cough or a breath just ends
   later, with no final; longer wordless sound (noise) keeps the default, so that noise does
   not hold utterances open;
-- anything else (a stop Whisper is unsure of, 0.35 to 0.5) waits the configured `default_ms`,
+- anything else (a stop Whisper is unsure of, 0.4 to 0.5) waits the configured `default_ms`,
   as the fixed endpoint does.
 
 Once a pause passes `short_ms` the session waits for the speculative text before it looks
@@ -74,12 +74,14 @@ _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the full-wi
 WORD = re.compile(r"[\w']+")  # a word, for the text rules here and in context.py
 # Whisper ends nearly every decode with a stop, fragments too ("And Mr. John."); how sure it is
 # of that stop tells them apart (faster-whisper's word probabilities leave the stop out:
-# `transcripts.attach_sentence_stops`). Chosen on a held-out pauses set (bench/pauses_set.py
-# --seed 2026 --rounds 6: 42 sentence ends, 60 pauses inside sentences); there the 0.9 bar on
-# the last word's probability used before cut 21 of the 60 pauses and ended 27 of the 42
-# sentences short, these cut 14 and end 33 short. No true end there scored below 0.42.
+# `transcripts.attach_sentence_stops`). At least even odds that the sentence ended: short.
+# Below 0.4: long. Chosen on a held-out pauses set (bench/pauses_set.py --seed 2026 --rounds 6:
+# 42 sentences, 60 pauses inside them), streamed through the session. There Whisper closed 39
+# true ends with a stop: 34 scored at least 0.5, 1 below 0.4; and 30 inner pauses: 17 scored
+# below 0.5, 10 below 0.4. Long below 0.5 would have ended 6 of the inner pauses fewer, and
+# made 4 more true ends wait the long silence.
 SHORT_MIN_STOP_CONFIDENCE = 0.5
-LONG_BELOW_STOP_CONFIDENCE = 0.35
+LONG_BELOW_STOP_CONFIDENCE = 0.4
 
 
 def classify(text: str | None, stop_confidence: float | None = None) -> Endpoint:

@@ -502,11 +502,14 @@ class StreamSession:
         speech = utterance.speculation_speech_end - utterance.onset
         utterance.endpoint = speculative_endpoint(text, failed=failed, speech_s=_seconds(speech))
         logger.debug(
-            "session %s utterance %d: endpoint %s after %d ms",
+            "session %s utterance %d: endpoint %s after %d ms, speech ended at %.2f s (stop"
+            " probability %s)",
             self.id,
             utterance.id,
             utterance.endpoint.value,
             utterance.silence * 1000 // SAMPLE_RATE,
+            _seconds(utterance.speculation_speech_end),
+            None if text is None or text.stop_confidence is None else f"{text.stop_confidence:.3f}",
             extra={"lk.pii.data": text.text if text is not None else None},
         )
         if utterance.silence >= self._endpoint_silence(utterance):
