@@ -171,7 +171,7 @@ def main() -> None:
             segments, _ = run_whisper(model, spoken, options, window)
             cpu["text"] += time.process_time() - t
             # what the session classifies: the final as it would send it
-            segments, stop = attach_sentence_stops(segments, options["append_punctuations"])
+            segments, stop = attach_sentence_stops(segments)
             final = shape_final(segments, "en", 0.0, 0.0, 0.0, stop)
             speech_s = p["at"] - p["speech_start"]
             by_text = speculative_endpoint(final, speech_s=speech_s)

@@ -59,6 +59,10 @@ def temperatures(requested: float | None) -> tuple[float, ...]:
     return (requested, *(t for t in TEMPERATURE_FALLBACK if t > requested))
 
 
+# faster-whisper's default: punctuation merged into the word before it
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
 def decode_options(request: DecodeRequest) -> dict[str, Any]:
     """Keyword arguments for `WhisperModel.transcribe`, every one given explicitly.
 
@@ -94,7 +98,7 @@ def decode_options(request: DecodeRequest) -> dict[str, Any]:
         "max_initial_timestamp": 1.0,
         "word_timestamps": request.word_timestamps,
         "prepend_punctuations": "\"'“¿([{-",
-        "append_punctuations": "\"'.。,，!！?？:：”)]}、",
+        "append_punctuations": APPEND_PUNCTUATIONS,
         "multilingual": False,
         "vad_filter": True,
         "vad_parameters": dict(VAD_PARAMETERS),

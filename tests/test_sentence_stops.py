@@ -52,8 +52,7 @@ def speech(path: Path) -> np.ndarray:
 
 def test_clients_get_the_words_faster_whisper_would_give(model: WhisperModel) -> None:
     options = final_options(StreamConfig())
-    appended = options["append_punctuations"]
-    assert "." not in appended and "," in appended
+    assert "." not in options["append_punctuations"] and "," in options["append_punctuations"]
     merged_by_faster_whisper = {
         **options,
         "append_punctuations": decode_options(DecodeRequest())["append_punctuations"],
@@ -61,7 +60,7 @@ def test_clients_get_the_words_faster_whisper_would_give(model: WhisperModel) ->
     stops = []
     for name in ("jfk.wav", "goforward.wav", "librivox_0880.wav", "librivox_0920.wav"):
         audio = speech(clip(name).path)
-        ours, stop = attach_sentence_stops(decode(model, audio, options), appended)
+        ours, stop = attach_sentence_stops(decode(model, audio, options))
         theirs = decode(model, audio, merged_by_faster_whisper)
         # the same words, times and probabilities (the stop's is kept aside)
         assert [s.words for s in ours] == [s.words for s in theirs], name
@@ -88,7 +87,7 @@ def test_whisper_doubts_the_stop_it_puts_after_a_fragment(model: WhisperModel) -
     def speculative(at: float) -> tuple[str, Endpoint]:
         piece = audio[int(start * RATE) : int((at + SPECULATE_MS / 1000) * RATE)]
         segments = decode(model, piece, options)
-        merged, stop = attach_sentence_stops(segments, options["append_punctuations"])
+        merged, stop = attach_sentence_stops(segments)
         text = " ".join(s.text.strip() for s in merged)
         return text, classify(text, stop)
 

@@ -82,17 +82,27 @@ WORD = re.compile(r"[\w']+")  # a word, for the text rules here and in context.p
 # made 4 more true ends wait the long silence.
 SHORT_MIN_STOP_CONFIDENCE = 0.5
 LONG_BELOW_STOP_CONFIDENCE = 0.4
+# When the stop has no probability of its own (Whisper wrote it in one token with a quote,
+# `go."`, or it ended a segment dropped as not speech), the rule from before: the last word's
+# probability, below this the default silence.
+FINISHED_MIN_WORD_CONFIDENCE = 0.9
 
 
-def classify(text: str | None, stop_confidence: float | None = None) -> Endpoint:
+def classify(
+    text: str | None,
+    stop_confidence: float | None = None,
+    last_word_confidence: float | None = None,
+) -> Endpoint:
     """The endpoint a speculative transcript asks for (see the module docstring).
 
     Args:
         text: the speculative final's text: "" when Whisper heard no words in what may be a
             lone first word, None when there is no text to judge by (a failed decode, or
             longer wordless sound).
-        stop_confidence: Whisper's probability for the stop that ends the text; None when not
-            known, which does not hold a finished sentence back.
+        stop_confidence: Whisper's probability for the stop that ends the text; None when it
+            has none of its own.
+        last_word_confidence: the last word's probability, judged instead when the stop has
+            none; None when not known either, which does not hold a finished sentence back.
     """
     if text is None:
         return Endpoint.DEFAULT
@@ -105,7 +115,11 @@ def classify(text: str | None, stop_confidence: float | None = None) -> Endpoint
     if not text.endswith(_SENTENCE_END):
         # Whisper closes what it hears as a sentence with a stop: without one it heard a part
         return Endpoint.LONG
-    if stop_confidence is None or stop_confidence >= SHORT_MIN_STOP_CONFIDENCE:
+    if stop_confidence is None:
+        if last_word_confidence is None or last_word_confidence >= FINISHED_MIN_WORD_CONFIDENCE:
+            return Endpoint.SHORT
+        return Endpoint.DEFAULT
+    if stop_confidence >= SHORT_MIN_STOP_CONFIDENCE:
         return Endpoint.SHORT
     if stop_confidence < LONG_BELOW_STOP_CONFIDENCE:
         return Endpoint.LONG  # a stop Whisper doubts this much is mostly a pause mid-sentence
@@ -126,7 +140,8 @@ def speculative_endpoint(
     if final is None:
         lone_word = not failed and speech_s <= LONE_WORD_MAX_S
         return classify("" if lone_word else None)
-    return classify(final.text, final.stop_confidence)
+    last_word = final.words[-1]["confidence"] if final.words else None
+    return classify(final.text, final.stop_confidence, last_word)
 
 
 @dataclass(frozen=True)

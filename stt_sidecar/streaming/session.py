@@ -437,7 +437,7 @@ class StreamSession:
             encoder_window_s=window,
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
-        segments, stop = attach_sentence_stops(result.segments, options["append_punctuations"])
+        segments, stop = attach_sentence_stops(result.segments)
         if context_samples:
             context_s = _seconds(context_samples)
             own = words_from(segments, context_s)

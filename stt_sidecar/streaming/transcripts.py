@@ -12,6 +12,7 @@ import numpy as np
 
 from ..audio_format import SAMPLE_RATE
 from ..whisper_options import (
+    APPEND_PUNCTUATIONS,
     LOG_PROB_THRESHOLD,
     NO_SPEECH_THRESHOLD,
     DecodeRequest,
@@ -63,19 +64,21 @@ def final_options(config: StreamConfig) -> dict[str, Any]:
     return options
 
 
-def attach_sentence_stops(
-    segments: list[Segment], appended: str
-) -> tuple[list[Segment], float | None]:
-    """The final decode's segments with each stop merged into the word before it (as with
-    faster-whisper's default `append_punctuations`), and the probability of the stop that ends
-    the decode: None when its last word has none.
+def attach_sentence_stops(segments: list[Segment]) -> tuple[list[Segment], float | None]:
+    """The final decode's segments with each stop merged into the word before it, exactly where
+    faster-whisper's `merge_punctuations` would have with the usual `append_punctuations`, and
+    the probability of the stop that ends the decode: None when its last word is no stop of
+    its own. `segments`: decoded with `final_options`, whose words keep stops apart.
 
-    Args:
-        segments: decoded with `final_options`, whose words keep stops apart.
-        appended: the punctuation faster-whisper merged anyway (`append_punctuations`);
-            it may follow a stop (`."`), so it merges with it.
+    The words, their text and probabilities are what faster-whisper gives, with two rare
+    exceptions: two of its timing fixes see the stop as the last word, so a last word's end can
+    differ (a stop decoded as longer than twice the median word); and a stop and a closing
+    quote decoded as two tokens stay a word of their own (`."`) where faster-whisper would have
+    merged both.
+    Not merged, as faster-whisper does not merge them either: a stop after a space (French
+    " ?"), whose probability still counts. Stops Whisper writes in one token with what comes
+    before or after (`go."`, `?!`) have no probability of their own (None).
     """
-    mergeable = set(SENTENCE_STOPS + appended)
     words_of = [list(s.words or []) for s in segments]
     changed = [False] * len(segments)
     previous: tuple[int, int] | None = None  # (segment, word) of the last word kept
@@ -84,17 +87,24 @@ def attach_sentence_stops(
         kept: list[Word] = []
         for word in words:
             text = word.word
-            if previous is None or not text or text[0] not in SENTENCE_STOPS:
-                is_stop = False
-            else:
-                is_stop = set(text) <= mergeable
-            if not is_stop:
-                stop_probability = None
+            if not text.strip():
+                # blank: dropped from finals (`word_dicts`), not what a decode ends on; and
+                # faster-whisper merges nothing into it
+                kept.append(word)
+                previous = None
+                continue
+            stop = all(c in SENTENCE_STOPS for c in text.strip())
+            stop_probability = word.probability if stop else None
+            # faster-whisper's own test: no space before it, and a substring of the punctuation
+            if (
+                not stop
+                or previous is None
+                or text != text.lstrip()
+                or text not in APPEND_PUNCTUATIONS
+            ):
                 kept.append(word)
                 previous = (i, len(kept) - 1)
                 continue
-            stop_probability = word.probability
-            assert previous is not None
             s, w = previous
             owner = kept if s == i else words_of[s]
             owner[w] = dataclasses.replace(owner[w], word=owner[w].word + text)
@@ -166,7 +176,8 @@ def shape_final(
 
     The end is the later of the last word's end and the VAD's end of speech: whisper tends to
     end the last word early, especially on a trailing-off syllable. `stop_confidence`: the
-    probability of the stop ending the last segment (`attach_sentence_stops`).
+    probability of the stop ending the decode (`attach_sentence_stops`), kept when the decode's
+    last segment is kept.
     """
     kept = _speech_segments(segments)
     words = word_dicts(kept, offset=offset, skip_blank=True)

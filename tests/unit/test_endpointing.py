@@ -69,6 +69,13 @@ def test_how_sure_whisper_is_of_the_stop_picks_the_silence() -> None:
     assert classify("and the", 0.99) is Endpoint.LONG  # no stop: the rule on the words
 
 
+def test_a_stop_with_no_probability_of_its_own_is_judged_by_the_last_word() -> None:
+    # Whisper wrote it in one token with a quote (`go."`): the word's probability, as before
+    assert classify('He said "go."', None, 0.95) is Endpoint.SHORT
+    assert classify('He said "go."', None, 0.7) is Endpoint.DEFAULT
+    assert classify("He said go.") is Endpoint.SHORT  # nothing known: not held back
+
+
 def test_fixed_policy_is_the_configured_silence_for_everything() -> None:
     policy = EndpointPolicy.from_ms(adaptive=False, default_ms=450, short_ms=220, long_ms=900)
     assert {policy.silence_for(e) for e in Endpoint} == {7200}
