@@ -73,13 +73,14 @@ _UNFINISHED_PUNCTUATION = (",", ";", ":", "-", "\u2014", "\u2013", "...", "\u202
 _SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the full-width ones
 WORD = re.compile(r"[\w']+")  # a word, for the text rules here and in context.py
 # Whisper ends nearly every decode with a stop, fragments too ("And Mr. John."); how sure it is
-# of that stop tells them apart (faster-whisper's word probabilities leave the stop out:
-# `transcripts.attach_sentence_stops`). At least even odds that the sentence ended: short.
-# Below 0.4: long. Chosen on a held-out pauses set (bench/pauses_set.py --seed 2026 --rounds 6:
-# 42 sentences, 60 pauses inside them), streamed through the session. There Whisper closed 39
-# true ends with a stop: 34 scored at least 0.5, 1 below 0.4; and 30 inner pauses: 17 scored
-# below 0.5, 10 below 0.4. Long below 0.5 would have ended 6 of the inner pauses fewer, and
-# made 4 more true ends wait the long silence.
+# of that stop tells them apart (a word's probability in faster-whisper leaves out a stop
+# decoded as a token of its own and merged into it: `transcripts.attach_sentence_stops`).
+# At least even odds that the sentence ended: short. Below 0.4: long. Chosen on a held-out
+# pauses set (bench/pauses_set.py --seed 2026 --rounds 6: 42 sentences, 60 pauses inside
+# them), streamed through the session. There Whisper closed 39 true ends with a stop: 34
+# scored at least 0.5, 1 below 0.4; and 30 inner pauses: 17 scored below 0.5, 10 below 0.4.
+# Long below 0.5 would have ended 6 of the inner pauses fewer, and made 4 more true ends wait
+# the long silence.
 SHORT_MIN_STOP_CONFIDENCE = 0.5
 LONG_BELOW_STOP_CONFIDENCE = 0.4
 # When the stop has no probability of its own (Whisper wrote it in one token with a quote,
