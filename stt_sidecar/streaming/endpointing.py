@@ -70,7 +70,8 @@ UNFINISHED_WORDS = frozenset(
     " ".join((_CONJUNCTIONS, _ARTICLES, _PREPOSITIONS, _DETERMINERS, _FILLERS)).split()
 )
 _UNFINISHED_PUNCTUATION = (",", ";", ":", "-", "\u2014", "\u2013", "...", "\u2026")
-_SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the full-width ones
+SENTENCE_STOPS = ".?!\u3002\uff1f\uff01"  # and the full-width ones
+_SENTENCE_END = tuple(SENTENCE_STOPS)
 WORD = re.compile(r"[\w']+")  # a word, for the text rules here and in context.py
 # Whisper ends nearly every decode with a stop, fragments too ("And Mr. John."); how sure it is
 # of that stop tells them apart (a word's probability in faster-whisper leaves out a stop

@@ -19,6 +19,7 @@ from ..whisper_options import (
     decode_options,
 )
 from ..words import word_dicts
+from .endpointing import SENTENCE_STOPS
 from .protocol import StreamConfig
 
 if TYPE_CHECKING:
@@ -49,11 +50,10 @@ def _streaming_options(
     )
 
 
-# Whisper's sentence stops. faster-whisper merges punctuation into the word before it and keeps
-# that word's probability, so how sure Whisper is that a sentence ended would be lost. The final's
-# decode keeps the stops apart (`append_punctuations` without them) and `attach_sentence_stops`
-# merges them afterwards, as faster-whisper does, keeping the stop's own probability aside.
-SENTENCE_STOPS = ".?!\u3002\uff1f\uff01"
+# faster-whisper merges punctuation into the word before it and keeps that word's probability,
+# so how sure Whisper is that a sentence ended would be lost. The final's decode keeps the
+# sentence stops apart (`append_punctuations` without them) and `attach_sentence_stops` merges
+# them afterwards, as faster-whisper does, keeping the stop's own probability aside.
 
 
 def final_options(config: StreamConfig) -> dict[str, Any]:
