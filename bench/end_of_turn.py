@@ -108,25 +108,12 @@ def decision_points(name: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
     points = []
     for sentence in json.loads(path.with_suffix(".json").read_text())["utterances"]:
         start = max(0.0, sentence["speech_start"] - PRE_ROLL_S)
+        heard_from = {"start": start, "speech_start": sentence["speech_start"]}
         for pause in sentence.get("pauses", []):
             points.append(
-                {
-                    "start": start,
-                    "speech_start": sentence["speech_start"],
-                    "at": pause["at"],
-                    "pause": pause["duration"],
-                    "end": False,
-                }
+                {**heard_from, "at": pause["at"], "pause": pause["duration"], "end": False}
             )
-        points.append(
-            {
-                "start": start,
-                "speech_start": sentence["speech_start"],
-                "at": sentence["speech_end"],
-                "pause": 0,
-                "end": True,
-            }
-        )
+        points.append({**heard_from, "at": sentence["speech_end"], "pause": 0, "end": True})
     return audio, points
 
 
