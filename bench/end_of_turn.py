@@ -26,6 +26,11 @@ At each point, every rule sees the audio from the sentence's start (with the ses
   stop. A probability of 0.5 or more is short, anything less is long.
 - `both`: where the two agree (text short and model finished, or text long and model
   unfinished), that decision; otherwise the default silence.
+- `in-doubt`: the text rule, but where it would wait the default silence (a stop Whisper is
+  unsure of, 0.4-0.5), the model decides short or long: it only breaks the text rule's ties.
+
+`--model base` judges the text rule by another Whisper (a packaged or local one, decoding in
+English): does a larger model tell fragments from finished sentences better than tiny.en?
 
 Printed per rule:
 - the silence it would wait after each true end, as p50 and p95 (the final comes about
@@ -50,7 +55,7 @@ import soundfile
 
 from bench.stream import pct
 from stt_sidecar.config import SidecarSettings
-from stt_sidecar.model import bundled_model_path
+from stt_sidecar.model import BUNDLED_MODEL_NAME, resolve_model
 from stt_sidecar.scheduler import install_encoder_window, run_whisper
 from stt_sidecar.streaming.encoder_windows import encoder_window_s
 from stt_sidecar.streaming.endpointing import SPECULATE_MS, Endpoint, speculative_endpoint
@@ -63,7 +68,7 @@ RATE = 16000
 SMART_TURN_FILE = "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 SMART_TURN_SECONDS = 8  # the model hears the last 8 s, zero-padded in front
 SMART_TURN_SILENCE_S = 0.2  # pipecat runs it once its VAD has heard 0.2 s of silence
-RULES = ("text", "smart-turn", "both")
+RULES = ("text", "smart-turn", "both", "in-doubt")
 
 
 def smart_turn_model_path() -> Path:
@@ -124,20 +129,31 @@ def combined(text: Endpoint, finished: bool) -> Endpoint:
     return Endpoint.DEFAULT
 
 
+def in_doubt(text: Endpoint, finished: bool) -> Endpoint:
+    """The text rule, with the model deciding where the text rule waits the default."""
+    if text is Endpoint.DEFAULT:
+        return Endpoint.SHORT if finished else Endpoint.LONG
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--sets", default="pauses,conversation")
+    parser.add_argument(
+        "--model", default=BUNDLED_MODEL_NAME, help="the text rule's Whisper, by STT_MODEL's names"
+    )
     args = parser.parse_args()
     smart_turn = SmartTurn(smart_turn_model_path())
     from faster_whisper import WhisperModel
 
     install_encoder_window()
     model = WhisperModel(
-        str(bundled_model_path()), device="cpu", compute_type="int8", cpu_threads=1
+        resolve_model(args.model).path, device="cpu", compute_type="int8", cpu_threads=1
     )
-    options = final_options(StreamConfig())
+    english_only = not model.model.is_multilingual
+    options = final_options(StreamConfig())  # English, as the sets are
     s = SidecarSettings()
     silence_ms = {
         Endpoint.SHORT: s.endpoint_short_ms,
@@ -149,12 +165,12 @@ def main() -> None:
         waits: dict[str, list[float]] = {rule: [] for rule in RULES}
         long_ends = dict.fromkeys(RULES, 0)
         splits = dict.fromkeys(RULES, 0)
-        cpu = {"text": 0.0, "smart-turn": 0.0}
+        cpu = {"text": 0.0, "smart-turn": 0.0, "in-doubt": 0.0}
         for p in points:
             begin = int(p["start"] * RATE)
             spoken = audio[begin : int((p["at"] + SPECULATE_MS / 1000) * RATE)]
             t = time.process_time()
-            window = encoder_window_s(spoken.size / RATE, final=True, english_only=True)
+            window = encoder_window_s(spoken.size / RATE, final=True, english_only=english_only)
             segments, _ = run_whisper(model, spoken, options, window)
             cpu["text"] += time.process_time() - t
             # what the session classifies: the final as it would send it
@@ -165,11 +181,15 @@ def main() -> None:
             t = time.process_time()
             heard = audio[begin : int((p["at"] + SMART_TURN_SILENCE_S) * RATE)]
             finished = smart_turn.probability(heard) >= 0.5
-            cpu["smart-turn"] += time.process_time() - t
+            model_cpu = time.process_time() - t
+            cpu["smart-turn"] += model_cpu
+            if by_text is Endpoint.DEFAULT:  # the only points where in-doubt runs the model
+                cpu["in-doubt"] += model_cpu
             decisions = {
                 "text": by_text,
                 "smart-turn": Endpoint.SHORT if finished else Endpoint.LONG,
                 "both": combined(by_text, finished),
+                "in-doubt": in_doubt(by_text, finished),
             }
             for rule, endpoint in decisions.items():
                 wait = silence_ms[endpoint]
@@ -186,7 +206,7 @@ def main() -> None:
             "  CPU/decision"
         )
         for rule in RULES:
-            extra = {"text": 0.0, "smart-turn": cpu["smart-turn"], "both": cpu["smart-turn"]}[rule]
+            extra = {"text": 0.0, "in-doubt": cpu["in-doubt"]}.get(rule, cpu["smart-turn"])
             per_decision_ms = extra / len(points) * 1000
             print(
                 f"{rule:>11} {pct(waits[rule], 50):>7.0f}ms {pct(waits[rule], 95):>7.0f}ms"
