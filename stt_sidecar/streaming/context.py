@@ -35,13 +35,37 @@ def said_twice(text: str) -> bool:
     )
 
 
+# A run of this many words said twice in one decode is a loop, not speech: tiny.en gave "What
+# your country can do for you ask what you can do for your country You can do for you ask what
+# you can do for your country?" for jfk.wav's second half, 25 words, too few for
+# `looks_repetitive` or the word rate. People repeat a word or three ("no, no"), and speeches
+# echo a phrase ("can do for you ... can do for your"), not six words in a row.
+REPEATED_RUN_WORDS = 6
+
+
+def repeats_a_run(text: str) -> bool:
+    """Whether a run of `REPEATED_RUN_WORDS` words comes twice in `text`, without overlap."""
+    words = WORD.findall(text.lower())
+    first_seen: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - REPEATED_RUN_WORDS + 1):
+        run = tuple(words[i : i + REPEATED_RUN_WORDS])
+        seen = first_seen.setdefault(run, i)
+        if i - seen >= REPEATED_RUN_WORDS:
+            return True
+    return False
+
+
 MAX_WORDS_PER_S = 5.0  # fast speech is ~4 words/s: more is a decode running away
 
 
 def runaway(text: str, seconds: float) -> bool:
     """A decode that loops or says more than the audio can hold (a final is decoded again,
     an interim dropped)."""
-    return looks_repetitive(text) or len(text.split()) > MAX_WORDS_PER_S * seconds + 4
+    return (
+        looks_repetitive(text)
+        or repeats_a_run(text)
+        or len(text.split()) > MAX_WORDS_PER_S * seconds + 4
+    )
 
 
 class UtteranceContext:

@@ -23,6 +23,13 @@ tiny.en repeat them. A decode is done again on the utterance alone when:
   times are off (tiny.en put a lone "Ask", the previous utterance, after the boundary, and it
   came out twice: "Ask!", then "Ask... NOT!"). After an earlier utterance with no words
   (noise) no word there is expected.
+
+A final decoded in a pause sometimes ends with a word not yet said: tiny.en completes "he was
+not an ill-disposed young" to "... young man." and "than he" to "than he was.". When the
+speaker then says it, the continuation hears it where it was said, after the boundary, and
+would send it a second time. `echoed_words` finds such words: the new utterance starts with
+the earlier final's last words, and the same decode ends the earlier audio otherwise. A
+speaker saying a word again ("No. No!") is heard twice in that decode, and both are kept.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 
 from ..audio_format import SAMPLE_RATE
 from .encoder_windows import MARGIN_S, WINDOW_LIMIT_S
+from .transcripts import comparable_word
 
 if TYPE_CHECKING:
     from faster_whisper.transcribe import Segment
@@ -120,6 +128,58 @@ def words_from(segments: list[Segment], boundary_s: float) -> list[Segment]:
             )
         kept.append(segment)
     return kept
+
+
+MAX_ECHOED_WORDS = 3  # a guessed completion is a word or two ("man.", "was.")
+
+
+def echoed_words(segments: list[Segment], boundary_s: float, sent: list[str]) -> int:
+    """How many words at the start of the new utterance the earlier final already sent as
+    its last words (`sent`), guessed before they were said: this decode hears the earlier
+    audio end with other words. 0 when there are none."""
+    before: list[str] = []
+    after: list[str] = []
+    for segment in segments:
+        for w in segment.words or ():
+            word = comparable_word(w.word)
+            if word:
+                (after if (w.start + w.end) / 2 >= boundary_s else before).append(word)
+    sent = [word for word in map(comparable_word, sent) if word]
+    for count in range(min(MAX_ECHOED_WORDS, len(after), len(sent)), 0, -1):
+        if after[:count] == sent[-count:] and before[-count:] != sent[-count:]:
+            return count
+    return 0
+
+
+def without_first_words(segments: list[Segment], count: int) -> list[Segment]:
+    """`segments` without their first `count` words (words of punctuation alone are not
+    counted, as in `echoed_words`, and go with them)."""
+    if count <= 0:
+        return segments
+    kept: list[Segment] = []
+    for segment in segments:
+        words = list(segment.words or [])
+        while words and (count > 0 or (not kept and not comparable_word(words[0].word))):
+            count -= bool(comparable_word(words.pop(0).word))
+        if not words:
+            continue
+        if len(words) < len(segment.words or []):
+            segment = dataclasses.replace(
+                segment, start=words[0].start, text="".join(w.word for w in words), words=words
+            )
+        kept.append(segment)
+    return kept
+
+
+def sent_word_list(final: asyncio.Task[FinalText | None] | None) -> list[str]:
+    """The words an earlier utterance's final sent: none when it has not been decoded yet,
+    failed or had none."""
+    if final is None or not final.done() or final.cancelled() or final.exception() is not None:
+        return []
+    text = final.result()
+    if text is None:
+        return []
+    return [w["word"] for w in text.words] if text.words else text.text.split()
 
 
 def word_count(segments: list[Segment]) -> int:

@@ -37,7 +37,15 @@ from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
 from .context import UtteranceContext, runaway, said_twice
-from .continuation import PreviousUtterance, sent_words, word_count, words_from
+from .continuation import (
+    PreviousUtterance,
+    echoed_words,
+    sent_word_list,
+    sent_words,
+    without_first_words,
+    word_count,
+    words_from,
+)
 from .encoder_windows import encoder_window_s as streaming_encoder_window_s
 from .endpointing import Endpoint, EndpointPolicy, speculative_endpoint
 from .interims import interim_due, interim_interval
@@ -461,6 +469,11 @@ class StreamSession:
                     speech_start,
                     speech_end,
                 )
+            echoed = echoed_words(segments, context_s, sent_word_list(earlier_final))
+            if echoed:
+                own = without_first_words(own, echoed)
+                if not own:
+                    return None  # all it heard, the earlier final sent already
             # its own words were checked for a loop above: no retry on the longer audio
             return shape_final(own, result.info.language, offset, speech_start, speech_end, stop)
         text = shape_final(segments, result.info.language, offset, speech_start, speech_end, stop)

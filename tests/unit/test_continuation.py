@@ -12,6 +12,8 @@ from stt_sidecar.streaming.continuation import (
     CONTINUATION_WINDOW_S,
     MAX_GAP_FILL_S,
     PreviousUtterance,
+    echoed_words,
+    without_first_words,
     words_from,
 )
 
@@ -45,6 +47,35 @@ def test_words_from_keeps_the_words_said_mostly_after_the_boundary() -> None:
     # earlier final ends before it
     assert kept[0].start == kept[0].words[0].start == 0.6 and kept[0].end == 1.5
     assert words_from([first, second], 3.5) == []
+
+
+def test_a_word_the_earlier_final_guessed_before_it_was_said_is_not_sent_again() -> None:
+    # the earlier final, decoded in a pause after "young", ended "... young man."; this
+    # decode hears "young" end the earlier audio and "man" after the boundary (2.0 s)
+    heard = [
+        segment((0.0, 0.5, " He"), (0.5, 1.1, " was"), (1.1, 1.8, " young")),
+        segment((2.2, 2.6, " man.")),
+    ]
+    sent = ["He", "was", "young", "man."]
+    assert echoed_words(heard, 2.0, sent) == 1
+    assert without_first_words(words_from(heard, 2.0), 1) == []
+    # "than he was." sent, "was" said now, and a word after it, which is kept
+    heard = [
+        segment((0.0, 0.5, " than"), (0.5, 0.8, " he"), (2.2, 2.5, " was"), (2.5, 3.0, " so."))
+    ]
+    assert echoed_words(heard, 2.0, ["than", "he", "was."]) == 1
+    kept = without_first_words(words_from(heard, 2.0), 1)
+    assert [s.text for s in kept] == [" so."] and kept[0].start == 2.5
+
+
+def test_a_word_said_again_after_a_pause_is_kept() -> None:
+    # "No." then "No!": this decode hears both, one on each side of the boundary
+    heard = [segment((0.0, 0.4, " No."), (2.2, 2.6, " No!"))]
+    assert echoed_words(heard, 2.0, ["No."]) == 0
+    # new words that merely differ from the earlier final's end: nothing to drop
+    heard = [segment((0.0, 0.4, " Go"), (0.4, 0.9, " forward."), (2.2, 2.6, " Ten"))]
+    assert echoed_words(heard, 2.0, ["Go", "forward."]) == 0
+    assert echoed_words(heard, 2.0, []) == 0  # the earlier final had none (or is not known)
 
 
 def remembering(audio: np.ndarray, end: int, speech_end: int, gap: int) -> PreviousUtterance:

@@ -28,6 +28,8 @@ from stt_sidecar.streaming.context import (
     MAX_CONTEXT_CHARS,
     UtteranceContext,
     looks_repetitive,
+    repeats_a_run,
+    runaway,
     said_twice,
 )
 from stt_sidecar.streaming.endpointing import Endpoint, EndpointPolicy, classify
@@ -411,6 +413,21 @@ def test_disabled_context_keeps_the_clients_prompt_alone() -> None:
 def test_looks_repetitive() -> None:
     assert looks_repetitive("go forward " * 20)
     assert not looks_repetitive("Ask not what your country can do for you.")
+
+
+def test_a_run_of_words_said_twice_is_a_loop() -> None:
+    loop = (
+        "What your country can do for you ask what you can do for your country You can do"
+        " for you ask what you can do for your country?"
+    )
+    assert repeats_a_run(loop) and runaway(loop, 60.0)  # neither too long nor compressible
+    speech = (
+        "And so my fellow Americans, ask not what your country can do for you, ask what you"
+        " can do for your country."
+    )
+    assert not repeats_a_run(speech)  # a phrase echoed, not six words in a row
+    assert not repeats_a_run("no no no no no no")  # a run said twice must not overlap itself
+    assert repeats_a_run("no no no no no no no no no no no no")
 
 
 def test_a_sentence_said_twice() -> None:
