@@ -86,3 +86,24 @@ async def test_the_rest_of_a_split_sentence_is_decoded_after_its_first_part(side
     refs = " ".join(s["text"] for s in sentences)
     assert wer(refs, " ".join(" ".join(t) for t in texts)) <= 0.08, texts
     assert per_sentence[-1] == []
+
+
+async def test_a_word_the_first_part_guessed_is_not_sent_again(sidecar) -> None:
+    """A 0.6 s pause after "young" in "he was not an ill disposed young man" (the cut of the
+    held-out pauses set, `bench/pauses_set.py --seed 2026 --rounds 6`): the fixed endpoint
+    ends the first part, whose decode guesses the word to come ("... young man."). The second
+    part, "man", is then heard after the first part's audio: it was sent already, and used to
+    come out again as a final of its own ("man.")."""
+    c = clip("librivox_0880.wav")
+    audio, rate = load_pcm16(c.path)
+    cut = 38160  # the quietest 10 ms between "young" and "man"
+    lead = np.zeros((rate // 2, 1), dtype=np.int16)
+    pause = np.zeros((int(0.6 * rate), 1), dtype=np.int16)
+    tail = np.zeros((int(1.5 * rate), 1), dtype=np.int16)
+    split = np.concatenate([lead, audio[:cut], pause, audio[cut:], tail])
+    config = {**FAST, "endpointing": "fixed"}
+    result = await replay(sidecar.ws_url, split, rate, speed=SPEED, config=config)
+    texts = [f["text"] for f in result.finals]
+    words = " ".join(texts).lower().split()
+    assert sum(w.strip(".") == "man" for w in words) == 1, texts
+    assert wer(c.text, " ".join(texts)) <= 0.3, texts  # tiny.en hears "old-sposed"
