@@ -35,11 +35,11 @@ def said_twice(text: str) -> bool:
     )
 
 
-# A run of this many words said twice in one decode is a loop, not speech: tiny.en gave "What
-# your country can do for you ask what you can do for your country You can do for you ask what
-# you can do for your country?" for jfk.wav's second half, 25 words, too few for
-# `looks_repetitive` or the word rate. People repeat a word or three ("no, no"), and speeches
-# echo a phrase ("can do for you ... can do for your"), not six words in a row.
+# A run of this many words said twice in one final is taken for a loop: tiny.en gave "What your
+# country can do for you ask what you can do for your country You can do for you ask what you
+# can do for your country?" for jfk.wav's second half, 25 words, too few for
+# `looks_repetitive` or the word rate. People say such runs twice too ("I don't know what to
+# do, I don't know what to do"); for a final that costs one more decode, whose words are sent.
 REPEATED_RUN_WORDS = 6
 
 
@@ -59,13 +59,14 @@ MAX_WORDS_PER_S = 5.0  # fast speech is ~4 words/s: more is a decode running awa
 
 
 def runaway(text: str, seconds: float) -> bool:
-    """A decode that loops or says more than the audio can hold (a final is decoded again,
-    an interim dropped)."""
-    return (
-        looks_repetitive(text)
-        or repeats_a_run(text)
-        or len(text.split()) > MAX_WORDS_PER_S * seconds + 4
-    )
+    """A decode that loops or says more than the audio can hold (an interim is dropped)."""
+    return looks_repetitive(text) or len(text.split()) > MAX_WORDS_PER_S * seconds + 4
+
+
+def final_runaway(text: str, seconds: float) -> bool:
+    """`runaway`, or a run of words said twice: a final is decoded again. Not for interims:
+    a sentence really said twice would drop every interim after it until the final."""
+    return runaway(text, seconds) or repeats_a_run(text)
 
 
 class UtteranceContext:

@@ -28,8 +28,11 @@ A final decoded in a pause sometimes ends with a word not yet said: tiny.en comp
 not an ill-disposed young" to "... young man." and "than he" to "than he was.". When the
 speaker then says it, the continuation hears it where it was said, after the boundary, and
 would send it a second time. `echoed_words` finds such words: the new utterance starts with
-the earlier final's last words, and the same decode ends the earlier audio otherwise. A
-speaker saying a word again ("No. No!") is heard twice in that decode, and both are kept.
+the earlier final's last words, and the same decode ends the earlier audio with the word the
+earlier final had before them. A speaker saying words again ("I said no. No!") is heard saying
+them before the boundary too, and both are kept; so are the words of a final that held nothing
+else ("No. No!"). Not checked: a continuation redone alone, and one decoded before the
+earlier final is out (its own retry still queued).
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ MAX_ECHOED_WORDS = 3  # a guessed completion is a word or two ("man.", "was.")
 def echoed_words(segments: list[Segment], boundary_s: float, sent: list[str]) -> int:
     """How many words at the start of the new utterance the earlier final already sent as
     its last words (`sent`), guessed before they were said: this decode hears the earlier
-    audio end with other words. 0 when there are none."""
+    audio end with the word the earlier final had before them. 0 when there are none."""
     before: list[str] = []
     after: list[str] = []
     for segment in segments:
@@ -146,7 +149,12 @@ def echoed_words(segments: list[Segment], boundary_s: float, sent: list[str]) ->
                 (after if (w.start + w.end) / 2 >= boundary_s else before).append(word)
     sent = [word for word in map(comparable_word, sent) if word]
     for count in range(min(MAX_ECHOED_WORDS, len(after), len(sent)), 0, -1):
-        if after[:count] == sent[-count:] and before[-count:] != sent[-count:]:
+        said_before_guess = sent[-count - 1 : -count]  # []: the final sent nothing else
+        if (
+            after[:count] == sent[-count:]
+            and said_before_guess
+            and before[-1:] == said_before_guess
+        ):
             return count
     return 0
 

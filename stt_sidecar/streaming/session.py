@@ -36,7 +36,7 @@ from ..metrics import SidecarMetrics
 from ..scheduler import DecodeFailed, DecodeResult, Priority
 from . import protocol
 from .audio_input import PcmTo16k, SampleBuffer
-from .context import UtteranceContext, runaway, said_twice
+from .context import UtteranceContext, final_runaway, runaway, said_twice
 from .continuation import (
     PreviousUtterance,
     echoed_words,
@@ -454,8 +454,8 @@ class StreamSession:
                 not own
                 # none placed in the earlier audio, whose final had some
                 or (word_count(own) == word_count(segments) and sent_words(earlier_final))
-                or runaway(hypothesis_text(segments), seconds)
-                or runaway(own_text, seconds - context_s)
+                or final_runaway(hypothesis_text(segments), seconds)
+                or final_runaway(own_text, seconds - context_s)
                 or said_twice(own_text)
             )
             self._metrics.continuations.labels(outcome="alone" if alone else "kept").inc()
@@ -481,7 +481,7 @@ class StreamSession:
             retry
             and (window is not None or with_context)
             and text is not None
-            and runaway(text.text, seconds)
+            and final_runaway(text.text, seconds)
         ):
             # A loop: a short encoder window (on a fragment, mostly) or the earlier finals as
             # the prompt led the decode astray. Once more, alone, in Whisper's own 30 s window.

@@ -76,6 +76,18 @@ def test_a_word_said_again_after_a_pause_is_kept() -> None:
     heard = [segment((0.0, 0.4, " Go"), (0.4, 0.9, " forward."), (2.2, 2.6, " Ten"))]
     assert echoed_words(heard, 2.0, ["Go", "forward."]) == 0
     assert echoed_words(heard, 2.0, []) == 0  # the earlier final had none (or is not known)
+    # words said again, one of them misheard in the earlier audio this time: still kept
+    heard = [
+        segment((0.0, 0.4, " I"), (0.4, 0.8, " said"), (0.8, 1.2, " know."), (2.2, 2.6, " No!"))
+    ]
+    assert echoed_words(heard, 2.0, ["I", "said", "no."]) == 0
+    heard = [
+        segment((0.0, 0.4, " Cool"), (0.4, 0.8, " me"), (0.8, 1.2, " later.")),
+        segment(
+            (2.2, 2.6, " Call"), (2.6, 2.9, " me"), (2.9, 3.3, " later,"), (3.3, 3.7, " okay?")
+        ),
+    ]
+    assert echoed_words(heard, 2.0, ["Call", "me", "later."]) == 0
 
 
 def remembering(audio: np.ndarray, end: int, speech_end: int, gap: int) -> PreviousUtterance:

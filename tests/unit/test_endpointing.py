@@ -27,6 +27,7 @@ from stt_sidecar.streaming import session as session_module
 from stt_sidecar.streaming.context import (
     MAX_CONTEXT_CHARS,
     UtteranceContext,
+    final_runaway,
     looks_repetitive,
     repeats_a_run,
     runaway,
@@ -420,7 +421,8 @@ def test_a_run_of_words_said_twice_is_a_loop() -> None:
         "What your country can do for you ask what you can do for your country You can do"
         " for you ask what you can do for your country?"
     )
-    assert repeats_a_run(loop) and runaway(loop, 60.0)  # neither too long nor compressible
+    # neither too long for its audio nor compressible enough for the other tests
+    assert repeats_a_run(loop) and final_runaway(loop, 60.0) and not runaway(loop, 60.0)
     speech = (
         "And so my fellow Americans, ask not what your country can do for you, ask what you"
         " can do for your country."
@@ -428,6 +430,9 @@ def test_a_run_of_words_said_twice_is_a_loop() -> None:
     assert not repeats_a_run(speech)  # a phrase echoed, not six words in a row
     assert not repeats_a_run("no no no no no no")  # a run said twice must not overlap itself
     assert repeats_a_run("no no no no no no no no no no no no")
+    # said twice for real: a final is decoded once more, interims are not dropped for it
+    twice = "I don't know what to do, I don't know what to do."
+    assert final_runaway(twice, 4.0) and not runaway(twice, 4.0)
 
 
 def test_a_sentence_said_twice() -> None:
