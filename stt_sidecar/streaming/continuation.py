@@ -48,7 +48,7 @@ from .encoder_windows import MARGIN_S, WINDOW_LIMIT_S
 from .transcripts import comparable_word
 
 if TYPE_CHECKING:
-    from faster_whisper.transcribe import Segment
+    from faster_whisper.transcribe import Segment, Word
 
     from .audio_input import SampleBuffer
     from .transcripts import FinalText
@@ -117,20 +117,27 @@ def words_from(segments: list[Segment], boundary_s: float) -> list[Segment]:
     boundary (the earlier final ends before it)."""
     kept: list[Segment] = []
     for segment in segments:
-        words = [w for w in segment.words or [] if (w.start + w.end) / 2 >= boundary_s]
+        words = [w for w in segment.words or [] if _said_after(w, boundary_s)]
         if not words:
             continue
         if words[0].start < boundary_s:
             words[0] = dataclasses.replace(words[0], start=boundary_s)
         if len(words) < len(segment.words or []) or segment.start < boundary_s:
-            segment = dataclasses.replace(
-                segment,
-                start=words[0].start,
-                text="".join(w.word for w in words),
-                words=words,
-            )
+            segment = _with_words(segment, words)
         kept.append(segment)
     return kept
+
+
+def _said_after(word: Word, boundary_s: float) -> bool:
+    """Whether most of `word` was said at or after `boundary_s`."""
+    return (word.start + word.end) / 2 >= boundary_s
+
+
+def _with_words(segment: Segment, words: list[Word]) -> Segment:
+    """`segment` cut down to `words`, its start and text taken from them."""
+    return dataclasses.replace(
+        segment, start=words[0].start, text="".join(w.word for w in words), words=words
+    )
 
 
 MAX_ECHOED_WORDS = 3  # a guessed completion is a word or two ("man.", "was.")
@@ -146,7 +153,7 @@ def echoed_words(segments: list[Segment], boundary_s: float, sent: list[str]) ->
         for w in segment.words or ():
             word = comparable_word(w.word)
             if word:
-                (after if (w.start + w.end) / 2 >= boundary_s else before).append(word)
+                (after if _said_after(w, boundary_s) else before).append(word)
     sent = [word for word in map(comparable_word, sent) if word]
     for count in range(min(MAX_ECHOED_WORDS, len(after), len(sent)), 0, -1):
         said_before_guess = sent[-count - 1 : -count]  # []: the final sent nothing else
@@ -172,9 +179,7 @@ def without_first_words(segments: list[Segment], count: int) -> list[Segment]:
         if not words:
             continue
         if len(words) < len(segment.words or []):
-            segment = dataclasses.replace(
-                segment, start=words[0].start, text="".join(w.word for w in words), words=words
-            )
+            segment = _with_words(segment, words)
         kept.append(segment)
     return kept
 
