@@ -72,6 +72,12 @@ class SidecarMetrics:
             ["outcome"],
             registry=r,
         )
+        self.skipped_speech = Counter(
+            "stt_skipped_speech",
+            "Final decodes that stopped over a second before the end of speech, whose rest was"
+            " decoded on its own",
+            registry=r,
+        )
         self.finals_sent = Counter("stt_finals_sent", "Final transcripts sent", registry=r)
         self.queue_depth = Gauge(
             "stt_decode_queue_depth", "Decodes waiting for the model", registry=r

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..audio_format import SAMPLE_RATE
 from .encoder_windows import MARGIN_S, WINDOW_LIMIT_S
-from .transcripts import comparable_word
+from .transcripts import comparable_word, with_words
 
 if TYPE_CHECKING:
     from faster_whisper.transcribe import Segment, Word
@@ -123,7 +123,7 @@ def words_from(segments: list[Segment], boundary_s: float) -> list[Segment]:
         if words[0].start < boundary_s:
             words[0] = dataclasses.replace(words[0], start=boundary_s)
         if len(words) < len(segment.words or []) or segment.start < boundary_s:
-            segment = _with_words(segment, words)
+            segment = with_words(segment, words)
         kept.append(segment)
     return kept
 
@@ -131,13 +131,6 @@ def words_from(segments: list[Segment], boundary_s: float) -> list[Segment]:
 def _said_after(word: Word, boundary_s: float) -> bool:
     """Whether most of `word` was said at or after `boundary_s`."""
     return (word.start + word.end) / 2 >= boundary_s
-
-
-def _with_words(segment: Segment, words: list[Word]) -> Segment:
-    """`segment` cut down to `words`, its start and text taken from them."""
-    return dataclasses.replace(
-        segment, start=words[0].start, text="".join(w.word for w in words), words=words
-    )
 
 
 MAX_ECHOED_WORDS = 3  # a guessed completion is a word or two ("man.", "was.")
@@ -179,7 +172,7 @@ def without_first_words(segments: list[Segment], count: int) -> list[Segment]:
         if not words:
             continue
         if len(words) < len(segment.words or []):
-            segment = _with_words(segment, words)
+            segment = with_words(segment, words)
         kept.append(segment)
     return kept
 

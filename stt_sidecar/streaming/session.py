@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -50,6 +50,7 @@ from .encoder_windows import encoder_window_s as streaming_encoder_window_s
 from .endpointing import Endpoint, EndpointPolicy, speculative_endpoint
 from .interims import interim_due, interim_interval
 from .language_detection import transcribe_in_allowed_language
+from .skipped_speech import skipped_from, words_until
 from .transcripts import (
     FinalText,
     StableText,
@@ -59,9 +60,13 @@ from .transcripts import (
     final_options,
     hypothesis_text,
     interim_options,
+    joined_finals,
     shape_final,
 )
 from .vad import WINDOW, StreamingVAD
+
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment
 
 logger = logging.getLogger("stt_sidecar.stream")
 
@@ -420,10 +425,12 @@ class StreamSession:
         retry: bool = True,
         context_samples: int = 0,
         earlier_final: asyncio.Task[FinalText | None] | None = None,
+        find_skipped: bool = True,
     ) -> FinalText | None:
         """Decode a final. `offset`: stream time of `audio[0]`; `context_samples`: the
         previous utterance's audio at the start of `audio`, whose words are not this final's,
-        and `earlier_final` its final's decode (continuation.py)."""
+        and `earlier_final` its final's decode (continuation.py); `find_skipped`: decode the
+        speech the decode stopped short of, if any (skipped_speech.py)."""
         seconds = _seconds(audio.size)
         # Whisper's own window for the retry, and with the earlier finals as the prompt
         # (encoder_windows.py says why)
@@ -446,6 +453,7 @@ class StreamSession:
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         segments, stop = attach_sentence_stops(result.segments)
+        skipped = skipped_from(segments, speech_end - offset) if find_skipped else None
         if context_samples:
             context_s = _seconds(context_samples)
             own = words_from(segments, context_s)
@@ -472,8 +480,18 @@ class StreamSession:
             echoed = echoed_words(segments, context_s, sent_word_list(earlier_final))
             if echoed:
                 own = without_first_words(own, echoed)
-                if not own:
-                    return None  # all it heard, the earlier final sent already
+            if skipped is not None:
+                return await self._with_skipped_speech(
+                    own,
+                    max(skipped, context_s),
+                    audio,
+                    options,
+                    offset,
+                    speech_end,
+                    result.info.language,
+                )
+            if not own:
+                return None  # all it heard, the earlier final sent already
             # its own words were checked for a loop above: no retry on the longer audio
             return shape_final(own, result.info.language, offset, speech_start, speech_end, stop)
         text = shape_final(segments, result.info.language, offset, speech_start, speech_end, stop)
@@ -488,7 +506,38 @@ class StreamSession:
             return await self._run_final_decode(
                 audio, self._final_options, offset, speech_start, speech_end, retry=False
             )
+        if skipped is not None:
+            return await self._with_skipped_speech(
+                segments, skipped, audio, options, offset, speech_end, result.info.language
+            )
         return text
+
+    async def _with_skipped_speech(
+        self,
+        heard: list[Segment],
+        skipped_s: float,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        offset: float,
+        speech_end: float,
+        language: str,
+    ) -> FinalText | None:
+        """The words of `heard` up to `skipped_s` (decode time), then those of the audio after
+        it, decoded on its own: the decode stopped short of the speech there."""
+        self._metrics.skipped_speech.inc()
+        head = shape_final(
+            words_until(heard, skipped_s), language, offset, offset, offset + skipped_s
+        )
+        start = round(skipped_s * SAMPLE_RATE)
+        tail = await self._run_final_decode(
+            audio[start:],
+            options,
+            offset + _seconds(start),
+            offset + _seconds(start),
+            speech_end,
+            find_skipped=False,
+        )
+        return joined_finals(head, tail)
 
     def _speculate(self, utterance: Utterance, end: int) -> None:
         utterance.speculation = self._decode_final(utterance, end)

@@ -202,6 +202,27 @@ def shape_final(
     )
 
 
+def joined_finals(head: FinalText | None, tail: FinalText | None) -> FinalText | None:
+    """One final of two decodes of one utterance, `tail`'s audio after `head`'s."""
+    if head is None or tail is None:
+        return head or tail
+    words = head.words + tail.words
+    confidence = (
+        sum(w["confidence"] for w in words) / len(words)
+        if words
+        else (head.confidence + tail.confidence) / 2
+    )
+    return FinalText(
+        text=f"{head.text} {tail.text}",
+        start=head.start,
+        end=tail.end,
+        confidence=confidence,
+        language=head.language,
+        words=words,
+        stop_confidence=tail.stop_confidence,
+    )
+
+
 AUDIBLE_RANGE_DB = 35.0
 _FRAME = SAMPLE_RATE // 50  # 20 ms
 
@@ -218,6 +239,13 @@ def audible_end(audio: np.ndarray, offset: float) -> float:
     db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
     loud = np.flatnonzero(db >= db.max() - AUDIBLE_RANGE_DB)
     return offset + (int(loud[-1]) + 1) * _FRAME / SAMPLE_RATE
+
+
+def with_words(segment: Segment, words: list[Word]) -> Segment:
+    """`segment` cut down to `words`, its start and text taken from them."""
+    return dataclasses.replace(
+        segment, start=words[0].start, text="".join(w.word for w in words), words=words
+    )
 
 
 def comparable_word(word: str) -> str:

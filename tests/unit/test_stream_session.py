@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from faster_whisper.transcribe import Segment, Word
 
 from stt_sidecar.audio_format import SAMPLE_RATE
 from stt_sidecar.config import SidecarSettings
@@ -67,8 +68,23 @@ class FakeScheduler:
         self.jobs.append(Job(priority, audio.size, owner, encoder_window_s))
         await asyncio.sleep(0)
         text = self.answer(encoder_window_s)
-        word = SimpleNamespace(word=text, start=0.5, end=0.9, probability=0.9)
-        segment = SimpleNamespace(text=text, no_speech_prob=0.0, avg_logprob=-0.1, words=[word])
+        # the word lasts until the audio's post-speech pad: a decode that heard all the speech
+        # (skipped_speech.py)
+        end = max(0.9, audio.size / SAMPLE_RATE - 0.4)
+        word = Word(start=0.5, end=end, word=text, probability=0.9)
+        segment = Segment(
+            id=0,
+            seek=0,
+            start=0.5,
+            end=end,
+            text=text,
+            tokens=[],
+            avg_logprob=-0.1,
+            compression_ratio=1.0,
+            no_speech_prob=0.0,
+            words=[word],
+            temperature=0.0,
+        )
         return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
 
     def answer(self, encoder_window_s: float | None) -> str:
@@ -231,6 +247,44 @@ async def test_a_looping_final_is_redone_in_30_s_and_a_looping_interim_is_not_sh
     assert [m["text"] for m in sent if m["type"] == "final"] == ["hello"]
     assert scheduler.of(Priority.INTERIM)  # decoded, but never shown
     assert not [m for m in sent if m["type"] == "interim"]
+
+
+class StoppingEarly(FakeScheduler):
+    """Ends its first text 0.9 s in, with a hyphen stretched over the rest, as tiny.en did on
+    "he was not an [pause] ill disposed young man"; hears the rest whole."""
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: dict[str, Any],
+        priority: Priority,
+        *,
+        owner: Any = None,
+        encoder_window_s: float | None = None,
+    ) -> DecodeResult:
+        self.jobs.append(Job(priority, audio.size, owner, encoder_window_s))
+        await asyncio.sleep(0)
+        seconds = audio.size / SAMPLE_RATE
+        if len(self.jobs) == 1:
+            words = [Word(0.5, 0.9, " ill", 0.9), Word(0.9, seconds - 0.4, "-", 0.5)]
+        else:
+            words = [Word(0.1, 0.5, " young", 0.9), Word(0.5, seconds - 0.4, " man", 0.9)]
+        text = "".join(w.word for w in words)
+        segment = Segment(0, 0, 0.0, seconds, text, [], -0.1, 1.0, 0.0, words, 0.0)
+        return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
+
+
+async def test_speech_a_final_decode_stopped_short_of_is_decoded_on_its_own() -> None:
+    audio = np.concatenate([pcm(0.5, 0), pcm(3.0, SPEECH), pcm(1.0, 0)])
+    sent, scheduler = await run(audio, scheduler=StoppingEarly())
+    finals = [m for m in sent if m["type"] == "final"]
+    assert [m["text"] for m in finals] == ["ill young man"]
+    # the utterance's audio (from 0.1 s, with pre-roll), then the part after "ill" (from 0.9 s
+    # into it): the decode stopped 2.5 s before the end of speech at 3.5 s
+    decoded = [j.samples / SAMPLE_RATE for j in scheduler.of(Priority.FINAL)]
+    assert decoded[-2] - decoded[-1] == pytest.approx(0.9, abs=0.01)
+    assert [w["word"] for w in finals[0]["words"]] == ["ill", "young", "man"]
+    assert finals[0]["words"][1]["start"] == pytest.approx(0.1 + 0.9 + 0.1, abs=0.05)
 
 
 async def test_no_interim_decodes_a_pause() -> None:

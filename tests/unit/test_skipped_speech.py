@@ -1,0 +1,89 @@
+"""A final's decode that stops before the speech does: where, and which words are kept."""
+
+from __future__ import annotations
+
+from faster_whisper.transcribe import Segment, Word
+
+from stt_sidecar.streaming.skipped_speech import (
+    SKIPPED_SPEECH_S,
+    heard_until,
+    skipped_from,
+    words_until,
+)
+from stt_sidecar.streaming.transcripts import FinalText, joined_finals
+
+
+def segment(*words: tuple[float, float, str]) -> Segment:
+    return Segment(
+        id=0,
+        seek=0,
+        start=words[0][0],
+        end=words[-1][1],
+        text="".join(w for _, _, w in words),
+        tokens=[],
+        avg_logprob=-0.2,
+        compression_ratio=1.2,
+        no_speech_prob=0.01,
+        words=[Word(start=s, end=e, word=w, probability=0.9) for s, e, w in words],
+        temperature=0.0,
+    )
+
+
+# tiny.en on "he was not an [0.62 s] ill disposed young man" (speech until 3.56 s): the
+# hyphen's time stretched over "disposed young man", which were never decoded
+STOPPED_EARLY = segment(
+    (0.40, 0.70, " He"),
+    (0.70, 1.00, " was"),
+    (1.00, 1.20, " not"),
+    (1.20, 1.40, " an"),
+    (1.40, 1.80, " ill"),
+    (1.80, 3.70, "-"),
+)
+
+
+def test_a_decode_that_stopped_early_is_found_at_its_last_word_heard() -> None:
+    assert heard_until([STOPPED_EARLY]) == 1.80  # "-" has no letter: not a word heard
+    assert skipped_from([STOPPED_EARLY], speech_end_s=3.56) == 1.80
+    kept = words_until([STOPPED_EARLY], 1.80)
+    assert [s.text for s in kept] == [" He was not an ill"]
+
+
+def test_words_ending_near_the_end_of_speech_are_no_skip() -> None:
+    whole = segment(
+        (0.4, 0.9, " Go"), (0.9, 1.4, " forward"), (1.5, 2.0, " 10"), (2.0, 2.4, " meters")
+    )
+    # Whisper ends a fading last word early, and the VAD holds on a little past the end
+    assert skipped_from([whole], speech_end_s=2.4 + SKIPPED_SPEECH_S - 0.01) is None
+    assert skipped_from([whole], speech_end_s=2.4 + SKIPPED_SPEECH_S) == 2.4
+    assert heard_until([segment((0.0, 0.5, " ..."))]) is None
+    assert skipped_from([], speech_end_s=3.0) is None  # nothing heard: nothing to go on from
+
+
+def test_words_until_drops_segments_left_without_words() -> None:
+    second = segment((2.5, 3.0, " young"), (3.0, 3.4, " man."))
+    assert words_until([STOPPED_EARLY, second], 1.80) == words_until([STOPPED_EARLY], 1.80)
+    assert words_until([STOPPED_EARLY, second], 5.0) == [STOPPED_EARLY, second]
+
+
+def final(text: str, start: float, end: float, stop: float | None) -> FinalText:
+    words = [
+        {"word": w, "start": start, "end": end, "confidence": 0.5 + i / 10}
+        for i, w in enumerate(text.split())
+    ]
+    return FinalText(text, start, end, 0.6, "en", words, stop)
+
+
+def test_the_words_heard_and_the_rest_make_one_final() -> None:
+    head = final("He was not an ill", 0.4, 1.8, None)
+    tail = final("disposed young man.", 1.8, 3.6, 0.9)
+    joined = joined_finals(head, tail)
+    assert joined is not None
+    assert joined.text == "He was not an ill disposed young man."
+    assert (joined.start, joined.end) == (0.4, 3.6)
+    assert joined.words == head.words + tail.words
+    assert joined.stop_confidence == 0.9  # how the text ends: the rest's stop
+    assert joined.language == "en"
+    assert abs(joined.confidence - sum(w["confidence"] for w in joined.words) / 8) < 1e-9
+    assert joined_finals(None, tail) is tail
+    assert joined_finals(head, None) is head
+    assert joined_finals(None, None) is None
