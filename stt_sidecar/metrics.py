@@ -74,8 +74,8 @@ class SidecarMetrics:
         )
         self.skipped_speech = Counter(
             "stt_skipped_speech",
-            "Final decodes that stopped over a second before the end of speech, whose rest was"
-            " decoded on its own",
+            "Final decodes (speculative ones included) that stopped a second or more before"
+            " the end of speech, whose rest was decoded on its own",
             registry=r,
         )
         self.finals_sent = Counter("stt_finals_sent", "Final transcripts sent", registry=r)

@@ -411,8 +411,16 @@ class StreamSession:
                 _seconds(min(utterance.last_speech_end, end)),
                 context_samples=context_samples,
                 earlier_final=earlier_final,
+                speech_windows=self._speech_windows(utterance, end),
             )
         )
+
+    def _speech_windows(self, utterance: Utterance, end: int) -> np.ndarray:
+        """Stream times where the utterance's VAD windows taken for speech begin, up to `end`
+        (`probs` starts with the window after the onset's)."""
+        probs = np.asarray(utterance.probs[: max(0, (end - utterance.onset) // WINDOW - 1)])
+        begins = utterance.onset + WINDOW * (1 + np.flatnonzero(probs >= self._continue))
+        return begins / SAMPLE_RATE
 
     async def _run_final_decode(
         self,
@@ -425,12 +433,13 @@ class StreamSession:
         retry: bool = True,
         context_samples: int = 0,
         earlier_final: asyncio.Task[FinalText | None] | None = None,
-        find_skipped: bool = True,
+        speech_windows: np.ndarray | None = None,
     ) -> FinalText | None:
         """Decode a final. `offset`: stream time of `audio[0]`; `context_samples`: the
         previous utterance's audio at the start of `audio`, whose words are not this final's,
-        and `earlier_final` its final's decode (continuation.py); `find_skipped`: decode the
-        speech the decode stopped short of, if any (skipped_speech.py)."""
+        and `earlier_final` its final's decode (continuation.py); `speech_windows`: stream
+        times of the VAD's speech windows, to find speech the decode stopped short of
+        (skipped_speech.py; None: not looked for)."""
         seconds = _seconds(audio.size)
         # Whisper's own window for the retry, and with the earlier finals as the prompt
         # (encoder_windows.py says why)
@@ -453,7 +462,11 @@ class StreamSession:
         )
         self._metrics.decode_seconds.labels(kind="final").observe(result.decode_seconds)
         segments, stop = attach_sentence_stops(result.segments)
-        skipped = skipped_from(segments, speech_end - offset) if find_skipped else None
+        skipped = (
+            None
+            if speech_windows is None
+            else skipped_from(segments, speech_end - offset, speech_windows - offset)
+        )
         if context_samples:
             context_s = _seconds(context_samples)
             own = words_from(segments, context_s)
@@ -476,6 +489,7 @@ class StreamSession:
                     offset + context_s,
                     speech_start,
                     speech_end,
+                    speech_windows=speech_windows,
                 )
             echoed = echoed_words(segments, context_s, sent_word_list(earlier_final))
             if echoed:
@@ -487,8 +501,9 @@ class StreamSession:
                     audio,
                     options,
                     offset,
-                    speech_end,
+                    (speech_start, speech_end),
                     result.info.language,
+                    stop,
                 )
             if not own:
                 return None  # all it heard, the earlier final sent already
@@ -504,11 +519,24 @@ class StreamSession:
             # A loop: a short encoder window (on a fragment, mostly) or the earlier finals as
             # the prompt led the decode astray. Once more, alone, in Whisper's own 30 s window.
             return await self._run_final_decode(
-                audio, self._final_options, offset, speech_start, speech_end, retry=False
+                audio,
+                self._final_options,
+                offset,
+                speech_start,
+                speech_end,
+                retry=False,
+                speech_windows=speech_windows,
             )
         if skipped is not None:
             return await self._with_skipped_speech(
-                segments, skipped, audio, options, offset, speech_end, result.info.language
+                segments,
+                skipped,
+                audio,
+                options,
+                offset,
+                (speech_start, speech_end),
+                result.info.language,
+                stop,
             )
         return text
 
@@ -519,23 +547,23 @@ class StreamSession:
         audio: np.ndarray,
         options: dict[str, Any],
         offset: float,
-        speech_end: float,
+        speech: tuple[float, float],
         language: str,
+        stop: float | None,
     ) -> FinalText | None:
         """The words of `heard` up to `skipped_s` (decode time), then those of the audio after
-        it, decoded on its own: the decode stopped short of the speech there."""
+        it, decoded on its own (and not looked at for skipped speech again): the decode
+        stopped short of the speech there. `speech`: the VAD's start and end of speech."""
         self._metrics.skipped_speech.inc()
+        kept = words_until(heard, skipped_s)
+        # the stop, if the decode ended on one, belongs to its last word, kept or not
+        kept_all = sum(len(s.words or ()) for s in kept) == sum(len(s.words or ()) for s in heard)
         head = shape_final(
-            words_until(heard, skipped_s), language, offset, offset, offset + skipped_s
+            kept, language, offset, speech[0], offset + skipped_s, stop if kept_all else None
         )
         start = round(skipped_s * SAMPLE_RATE)
         tail = await self._run_final_decode(
-            audio[start:],
-            options,
-            offset + _seconds(start),
-            offset + _seconds(start),
-            speech_end,
-            find_skipped=False,
+            audio[start:], options, offset + _seconds(start), offset + _seconds(start), speech[1]
         )
         return joined_finals(head, tail)
 

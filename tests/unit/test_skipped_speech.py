@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 from faster_whisper.transcribe import Segment, Word
 
+from stt_sidecar.audio_format import SAMPLE_RATE
 from stt_sidecar.streaming.skipped_speech import (
+    MIN_SKIPPED_SPEECH_S,
     SKIPPED_SPEECH_S,
     heard_until,
     skipped_from,
     words_until,
 )
 from stt_sidecar.streaming.transcripts import FinalText, joined_finals
+from stt_sidecar.streaming.vad import WINDOW
 
 
 def segment(*words: tuple[float, float, str]) -> Segment:
@@ -41,9 +45,18 @@ STOPPED_EARLY = segment(
 )
 
 
+def windows(begin: float, end: float) -> np.ndarray:
+    """Where the VAD's speech windows between `begin` and `end` begin (decode time)."""
+    return np.arange(round(begin * SAMPLE_RATE), round(end * SAMPLE_RATE), WINDOW) / SAMPLE_RATE
+
+
+SPEECH = windows(0.4, 3.56)  # the VAD heard speech throughout, the pause left out
+SPEECH = SPEECH[(SPEECH < 1.45) | (SPEECH >= 2.07)]
+
+
 def test_a_decode_that_stopped_early_is_found_at_its_last_word_heard() -> None:
     assert heard_until([STOPPED_EARLY]) == 1.80  # "-" has no letter: not a word heard
-    assert skipped_from([STOPPED_EARLY], speech_end_s=3.56) == 1.80
+    assert skipped_from([STOPPED_EARLY], 3.56, SPEECH) == 1.80
     kept = words_until([STOPPED_EARLY], 1.80)
     assert [s.text for s in kept] == [" He was not an ill"]
 
@@ -52,11 +65,21 @@ def test_words_ending_near_the_end_of_speech_are_no_skip() -> None:
     whole = segment(
         (0.4, 0.9, " Go"), (0.9, 1.4, " forward"), (1.5, 2.0, " 10"), (2.0, 2.4, " meters")
     )
+    speech = windows(0.4, 4.0)
     # Whisper ends a fading last word early, and the VAD holds on a little past the end
-    assert skipped_from([whole], speech_end_s=2.4 + SKIPPED_SPEECH_S - 0.01) is None
-    assert skipped_from([whole], speech_end_s=2.4 + SKIPPED_SPEECH_S) == 2.4
+    assert skipped_from([whole], 2.4 + SKIPPED_SPEECH_S - 0.01, speech) is None
+    assert skipped_from([whole], 2.4 + SKIPPED_SPEECH_S, speech) == 2.4
     assert heard_until([segment((0.0, 0.5, " ..."))]) is None
-    assert skipped_from([], speech_end_s=3.0) is None  # nothing heard: nothing to go on from
+    assert skipped_from([], 3.0, speech) is None  # nothing heard: nothing to go on from
+
+
+def test_a_skip_needs_speech_the_vad_heard_after_the_last_word() -> None:
+    whole = segment((0.4, 0.9, " Go"), (0.9, 1.4, " forward."))
+    # a breath 1.4 s after the words: 0.19 s the VAD took for speech, then the pause ended
+    breath = np.concatenate([windows(0.4, 1.4), windows(2.6, 2.6 + MIN_SKIPPED_SPEECH_S - 0.1)])
+    assert skipped_from([whole], 2.8, breath) is None
+    words = np.concatenate([windows(0.4, 1.4), windows(2.4, 2.4 + MIN_SKIPPED_SPEECH_S)])
+    assert skipped_from([whole], 2.7, words) == 1.4
 
 
 def test_words_until_drops_segments_left_without_words() -> None:

@@ -4,6 +4,7 @@ scheduler (the `SessionScheduler` Protocol) and a VAD whose probability is the a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -104,6 +105,7 @@ async def run(
     interims: bool = False,
     flush_at: float | None = None,
     scheduler: FakeScheduler | None = None,
+    metrics: SidecarMetrics | None = None,
     **settings: Any,
 ) -> tuple[list[dict[str, Any]], FakeScheduler]:
     sent: list[dict[str, Any]] = []
@@ -118,7 +120,7 @@ async def run(
         scheduler=scheduler,
         # the fixed endpoint: adaptive endpointing has its own tests (test_endpointing.py)
         settings=SidecarSettings(**{"adaptive_endpointing": False, **settings}),
-        metrics=SidecarMetrics(),
+        metrics=metrics or SidecarMetrics(),
         send=send,
         vad=LoudnessVAD(),
     )
@@ -249,9 +251,30 @@ async def test_a_looping_final_is_redone_in_30_s_and_a_looping_interim_is_not_sh
     assert not [m for m in sent if m["type"] == "interim"]
 
 
-class StoppingEarly(FakeScheduler):
-    """Ends its first text 0.9 s in, with a hyphen stretched over the rest, as tiny.en did on
-    "he was not an [pause] ill disposed young man"; hears the rest whole."""
+# A final decode's answer: the words (text, start, end in decode time[, probability]) for
+# audio of `seconds`
+Answer = Callable[[float], list[tuple[Any, ...]]]
+
+
+def stopping_early(seconds: float) -> list[tuple[str, float, float]]:
+    # as tiny.en on "he was not an [pause] ill disposed young man": the text ends at "ill-",
+    # the hyphen stretched over the rest of the audio
+    return [(" ill", 0.5, 0.9), ("-", 0.9, seconds - 0.4)]
+
+
+def heard_whole(seconds: float) -> list[tuple[str, float, float]]:
+    return [(" young", 0.1, 0.5), (" man", 0.5, seconds - 0.4)]
+
+
+def looping(seconds: float) -> list[tuple[str, float, float]]:
+    return [(" an old-s" + "-y" * 60, 0.1, seconds - 0.4)]
+
+
+@dataclass
+class Scripted(FakeScheduler):
+    """Answers final decodes from `answers`, in order."""
+
+    answers: list[Answer] = field(default_factory=list)
 
     async def transcribe(
         self,
@@ -265,26 +288,82 @@ class StoppingEarly(FakeScheduler):
         self.jobs.append(Job(priority, audio.size, owner, encoder_window_s))
         await asyncio.sleep(0)
         seconds = audio.size / SAMPLE_RATE
-        if len(self.jobs) == 1:
-            words = [Word(0.5, 0.9, " ill", 0.9), Word(0.9, seconds - 0.4, "-", 0.5)]
-        else:
-            words = [Word(0.1, 0.5, " young", 0.9), Word(0.5, seconds - 0.4, " man", 0.9)]
+        words = [Word(w[1], w[2], w[0], (*w, 0.9)[3]) for w in self.answers.pop(0)(seconds)]
         text = "".join(w.word for w in words)
         segment = Segment(0, 0, 0.0, seconds, text, [], -0.1, 1.0, 0.0, words, 0.0)
         return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
 
 
+def skipped_count(metrics: SidecarMetrics) -> float | None:
+    return metrics.registry.get_sample_value("stt_skipped_speech_total")
+
+
 async def test_speech_a_final_decode_stopped_short_of_is_decoded_on_its_own() -> None:
     audio = np.concatenate([pcm(0.5, 0), pcm(3.0, SPEECH), pcm(1.0, 0)])
-    sent, scheduler = await run(audio, scheduler=StoppingEarly())
+    metrics = SidecarMetrics()
+    scheduler = Scripted(answers=[stopping_early, heard_whole])
+    sent, _ = await run(audio, scheduler=scheduler, metrics=metrics)
     finals = [m for m in sent if m["type"] == "final"]
     assert [m["text"] for m in finals] == ["ill young man"]
     # the utterance's audio (from 0.1 s, with pre-roll), then the part after "ill" (from 0.9 s
     # into it): the decode stopped 2.5 s before the end of speech at 3.5 s
     decoded = [j.samples / SAMPLE_RATE for j in scheduler.of(Priority.FINAL)]
-    assert decoded[-2] - decoded[-1] == pytest.approx(0.9, abs=0.01)
+    assert decoded[0] - decoded[1] == pytest.approx(0.9, abs=0.01)
     assert [w["word"] for w in finals[0]["words"]] == ["ill", "young", "man"]
     assert finals[0]["words"][1]["start"] == pytest.approx(0.1 + 0.9 + 0.1, abs=0.05)
+    assert skipped_count(metrics) == 1
+
+
+async def test_a_continuation_that_stopped_short_of_its_speech_decodes_it_alone() -> None:
+    # "he was not" ends at a 0.6 s pause; the rest, decoded after its audio, heard "ill" there
+    # (the earlier audio's) and then nothing but a stretched hyphen
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.6, 0), pcm(1.5, SPEECH), pcm(1.0, 0)]
+    )
+
+    def first(seconds: float) -> list[tuple[str, float, float]]:
+        return [(" He", 0.5, 0.8), (" was", 0.8, 1.0), (" not", 1.0, 1.3)]
+
+    scheduler = Scripted(answers=[first, stopping_early, heard_whole])
+    sent, _ = await run(audio, scheduler=scheduler)
+    assert [m["text"] for m in sent if m["type"] == "final"] == ["He was not", "young man"]
+    finals = scheduler.of(Priority.FINAL)
+    # the continuation's decode held the earlier audio; the rest was the new utterance alone
+    assert finals[1].samples > finals[2].samples
+
+
+async def test_the_rest_is_looked_for_once_even_when_its_decodes_loop() -> None:
+    # a loop in the short window, redone in 30 s: that stops early, and the rest loops too;
+    # its retry in 30 s stops early again, and is sent as it is
+    audio = np.concatenate([pcm(0.5, 0), pcm(3.0, SPEECH), pcm(1.0, 0)])
+    metrics = SidecarMetrics()
+    answers: list[Answer] = [looping, stopping_early, looping, stopping_early]
+    scheduler = Scripted(answers=answers)
+    sent, _ = await run(audio, scheduler=scheduler, metrics=metrics)
+    assert [m["text"] for m in sent if m["type"] == "final"] == ["ill ill-"]
+    windows = [j.encoder_window_s for j in scheduler.of(Priority.FINAL)]
+    assert windows[1] is None and windows[3] is None and len(windows) == 4
+    assert skipped_count(metrics) == 1
+
+
+async def test_a_final_whose_rest_held_no_words_keeps_its_stop_for_the_endpoint() -> None:
+    # "Go forward." with a stop Whisper doubts (0.3: wait long), then, after a pause shorter
+    # than the endpoint, a sound the VAD took for speech and Whisper for nothing
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.4, 0), pcm(0.8, SPEECH), pcm(1.5, 0)]
+    )
+
+    def doubted_stop(seconds: float) -> list[tuple[Any, ...]]:
+        return [(" Go", 0.4, 0.9), (" forward", 0.9, 1.4), (".", 1.4, 1.4, 0.3)]
+
+    metrics = SidecarMetrics()
+    # decoded in the pause (and dropped when speech came back), then at the end, then the rest
+    scheduler = Scripted(answers=[doubted_stop, doubted_stop, lambda seconds: []])
+    sent, _ = await run(audio, scheduler=scheduler, metrics=metrics, adaptive_endpointing=True)
+    assert [m["text"] for m in sent if m["type"] == "final"] == ["Go forward."]
+    assert skipped_count(metrics) == 1
+    long = metrics.registry.get_sample_value("stt_endpoints_total", {"decision": "long"})
+    assert long == 1
 
 
 async def test_no_interim_decodes_a_pause() -> None:
