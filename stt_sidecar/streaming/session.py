@@ -494,51 +494,49 @@ class StreamSession:
             echoed = echoed_words(segments, context_s, sent_word_list(earlier_final))
             if echoed:
                 own = without_first_words(own, echoed)
-            if skipped is not None:
-                return await self._with_skipped_speech(
-                    own,
-                    max(skipped, context_s),
-                    audio,
-                    options,
-                    offset,
-                    (speech_start, speech_end),
-                    result.info.language,
-                    stop,
+            if skipped is None:
+                if not own:
+                    return None  # all it heard, the earlier final sent already
+                # its own words were checked for a loop above: no retry on the longer audio
+                return shape_final(
+                    own, result.info.language, offset, speech_start, speech_end, stop
                 )
-            if not own:
-                return None  # all it heard, the earlier final sent already
-            # its own words were checked for a loop above: no retry on the longer audio
-            return shape_final(own, result.info.language, offset, speech_start, speech_end, stop)
-        text = shape_final(segments, result.info.language, offset, speech_start, speech_end, stop)
-        if (
-            retry
-            and (window is not None or with_context)
-            and text is not None
-            and final_runaway(text.text, seconds)
-        ):
-            # A loop: a short encoder window (on a fragment, mostly) or the earlier finals as
-            # the prompt led the decode astray. Once more, alone, in Whisper's own 30 s window.
-            return await self._run_final_decode(
-                audio,
-                self._final_options,
-                offset,
-                speech_start,
-                speech_end,
-                retry=False,
-                speech_windows=speech_windows,
+            heard, skipped = own, max(skipped, context_s)
+        else:
+            text = shape_final(
+                segments, result.info.language, offset, speech_start, speech_end, stop
             )
-        if skipped is not None:
-            return await self._with_skipped_speech(
-                segments,
-                skipped,
-                audio,
-                options,
-                offset,
-                (speech_start, speech_end),
-                result.info.language,
-                stop,
-            )
-        return text
+            if (
+                retry
+                and (window is not None or with_context)
+                and text is not None
+                and final_runaway(text.text, seconds)
+            ):
+                # A loop: a short encoder window (on a fragment, mostly) or the earlier finals
+                # as the prompt led the decode astray. Once more, alone, in Whisper's own 30 s
+                # window.
+                return await self._run_final_decode(
+                    audio,
+                    self._final_options,
+                    offset,
+                    speech_start,
+                    speech_end,
+                    retry=False,
+                    speech_windows=speech_windows,
+                )
+            if skipped is None:
+                return text
+            heard = segments
+        return await self._with_skipped_speech(
+            heard,
+            skipped,
+            audio,
+            options,
+            offset,
+            (speech_start, speech_end),
+            result.info.language,
+            stop,
+        )
 
     async def _with_skipped_speech(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from faster_whisper.transcribe import Segment, Word
 
 from stt_sidecar.audio_format import SAMPLE_RATE
 from stt_sidecar.streaming.audio_input import SampleBuffer
@@ -17,21 +16,7 @@ from stt_sidecar.streaming.continuation import (
     words_from,
 )
 
-
-def segment(*words: tuple[float, float, str]) -> Segment:
-    return Segment(
-        id=0,
-        seek=0,
-        start=words[0][0],
-        end=words[-1][1],
-        text="".join(w for _, _, w in words),
-        tokens=[],
-        avg_logprob=-0.2,
-        compression_ratio=1.2,
-        no_speech_prob=0.01,
-        words=[Word(start=s, end=e, word=w, probability=0.9) for s, e, w in words],
-        temperature=0.0,
-    )
+from .whisper_results import segment
 
 
 def test_words_from_keeps_the_words_said_mostly_after_the_boundary() -> None:

@@ -38,6 +38,7 @@ from stt_sidecar.streaming.session import SPEECH_CONTINUE, SPEECH_ONSET, StreamS
 from stt_sidecar.streaming.vad import WINDOW
 
 from .test_stream_session import FRAME, SPEECH, LoudnessVAD, pcm
+from .whisper_results import segment_of
 
 
 @pytest.mark.parametrize(
@@ -130,20 +131,7 @@ class TextScheduler:
                 dataclasses.replace(words[0], word=" " + text[:-1]),
                 Word(start=end, end=end, word=stop, probability=self.stop_probability),
             ]
-        segment = Segment(
-            id=0,
-            seek=0,
-            start=start,
-            end=end,
-            text=" " + text,
-            tokens=[],
-            avg_logprob=-0.1,
-            compression_ratio=1.0,
-            no_speech_prob=0.0,
-            words=words,
-            temperature=0.0,
-        )
-        return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
+        return DecodeResult([segment_of(words)], SimpleNamespace(language="en"), 0.01, 0.0)
 
 
 @dataclass
@@ -614,7 +602,7 @@ def segment(text: str, start: float, end: float) -> Segment:
         Word(start=start + i * step, end=start + (i + 1) * step, word=" " + w, probability=0.9)
         for i, w in enumerate(said)
     ]
-    return Segment(0, 0, start, end, " " + text, [], -0.1, 1.0, 0.0, words, 0.0)
+    return segment_of(words)
 
 
 def heard_after(earlier: str, text: str) -> Callable[[float], list[Segment]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from faster_whisper.transcribe import Segment, Word
+from faster_whisper.transcribe import Word
 
 from stt_sidecar.audio_format import SAMPLE_RATE
 from stt_sidecar.config import SidecarSettings
@@ -20,6 +20,8 @@ from stt_sidecar.scheduler import DecodeResult, Priority
 from stt_sidecar.streaming import protocol
 from stt_sidecar.streaming.session import StreamSession
 from stt_sidecar.streaming.vad import WINDOW
+
+from .whisper_results import segment_of
 
 SPEECH = 0.1  # amplitude the fake VAD maps to probability 1.0
 FRAME = SAMPLE_RATE // 50  # 20 ms, as clients send
@@ -68,25 +70,13 @@ class FakeScheduler:
     ) -> DecodeResult:
         self.jobs.append(Job(priority, audio.size, owner, encoder_window_s))
         await asyncio.sleep(0)
-        text = self.answer(encoder_window_s)
-        # the word lasts until the audio's post-speech pad: a decode that heard all the speech
-        # (skipped_speech.py)
-        end = max(0.9, audio.size / SAMPLE_RATE - 0.4)
-        word = Word(start=0.5, end=end, word=text, probability=0.9)
-        segment = Segment(
-            id=0,
-            seek=0,
-            start=0.5,
-            end=end,
-            text=text,
-            tokens=[],
-            avg_logprob=-0.1,
-            compression_ratio=1.0,
-            no_speech_prob=0.0,
-            words=[word],
-            temperature=0.0,
-        )
+        segment = segment_of(self.words(audio.size / SAMPLE_RATE, encoder_window_s))
         return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
+
+    def words(self, seconds: float, encoder_window_s: float | None) -> list[Word]:
+        # one word lasting until the audio's post-speech pad: a decode that heard all the
+        # speech (skipped_speech.py)
+        return [Word(0.5, max(0.9, seconds - 0.4), self.answer(encoder_window_s), 0.9)]
 
     def answer(self, encoder_window_s: float | None) -> str:
         return " hello"
@@ -276,22 +266,8 @@ class Scripted(FakeScheduler):
 
     answers: list[Answer] = field(default_factory=list)
 
-    async def transcribe(
-        self,
-        audio: np.ndarray,
-        options: dict[str, Any],
-        priority: Priority,
-        *,
-        owner: Any = None,
-        encoder_window_s: float | None = None,
-    ) -> DecodeResult:
-        self.jobs.append(Job(priority, audio.size, owner, encoder_window_s))
-        await asyncio.sleep(0)
-        seconds = audio.size / SAMPLE_RATE
-        words = [Word(w[1], w[2], w[0], (*w, 0.9)[3]) for w in self.answers.pop(0)(seconds)]
-        text = "".join(w.word for w in words)
-        segment = Segment(0, 0, 0.0, seconds, text, [], -0.1, 1.0, 0.0, words, 0.0)
-        return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
+    def words(self, seconds: float, encoder_window_s: float | None) -> list[Word]:
+        return [Word(w[1], w[2], w[0], (*w, 0.9)[3]) for w in self.answers.pop(0)(seconds)]
 
 
 def skipped_count(metrics: SidecarMetrics) -> float | None:
