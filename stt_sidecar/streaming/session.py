@@ -478,11 +478,13 @@ class StreamSession:
                 or final_runaway(hypothesis_text(segments), seconds)
                 or final_runaway(own_text, seconds - context_s)
                 or said_twice(own_text)
+                # it stopped before the new speech began (skipped_speech.py)
+                or (skipped is not None and skipped < speech_start - offset)
             )
             self._metrics.continuations.labels(outcome="alone" if alone else "kept").inc()
             if alone:
                 # no word placed after the previous utterance, none in it (word times not to be
-                # trusted), or a loop: decode it alone
+                # trusted), a loop, or nothing heard of it: decode it alone
                 return await self._run_final_decode(
                     audio[context_samples:],
                     options,

@@ -13,10 +13,16 @@ a little past its end; `SKIPPED_SPEECH_S` is well past both. The VAD must also h
 speech after it is then decoded on its own and its words are sent after the ones heard. On the
 pauses set, conversation.wav and the held-out set streamed with both endpoints (341 final
 decodes with words), only the decode above ended more than 0.75 s before the end of speech.
+
+The stretched word can be a real one: a continuation of "... how much there might be" heard
+the earlier audio again and ended on "be", stretched over the new "prudently in his power to
+do for them". That "be" was the earlier final's last word, so the echo rule dropped it and
+nothing was sent. A word is therefore taken to last at most `MAX_WORD_S`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,12 +36,16 @@ if TYPE_CHECKING:
 
 SKIPPED_SPEECH_S = 1.0
 MIN_SKIPPED_SPEECH_S = 0.3
+# A word is said in less: a longer last word is Whisper's alignment stretching it over the rest
+# of the audio, as it did with "be" (3.1 s) over "prudently in his power to do for them"
+MAX_WORD_S = 1.0
 
 
 def heard_until(segments: list[Segment]) -> float | None:
-    """Decode time where the last word with a letter or digit ends; None without one."""
-    ends = [w.end for s in segments for w in s.words or () if comparable_word(w.word)]
-    return ends[-1] if ends else None
+    """Decode time where the last word with a letter or digit ends, that word taken as at most
+    `MAX_WORD_S` long; None without one."""
+    heard = [w for s in segments for w in s.words or () if comparable_word(w.word)]
+    return min(heard[-1].end, heard[-1].start + MAX_WORD_S) if heard else None
 
 
 def skipped_from(
@@ -52,12 +62,16 @@ def skipped_from(
 
 
 def words_until(segments: list[Segment], until_s: float) -> list[Segment]:
-    """`segments` without the words ending after `until_s` (the stretched rest of a decode
-    that stopped early, a "-" or "...")."""
+    """`segments` without the words said from `until_s` on (the stretched rest of a decode
+    that stopped early, a "-" or "..."), a word stretched past it ending there."""
     kept: list[Segment] = []
     for segment in segments:
-        words = [w for w in segment.words or () if w.end <= until_s]
-        if len(words) == len(segment.words or ()):
+        words = [
+            w if w.end <= until_s else dataclasses.replace(w, end=until_s)
+            for w in segment.words or ()
+            if w.start < until_s
+        ]
+        if words == list(segment.words or ()):
             kept.append(segment)
         elif words:
             kept.append(with_words(segment, words))

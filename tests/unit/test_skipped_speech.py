@@ -6,6 +6,7 @@ import numpy as np
 
 from stt_sidecar.audio_format import SAMPLE_RATE
 from stt_sidecar.streaming.skipped_speech import (
+    MAX_WORD_S,
     MIN_SKIPPED_SPEECH_S,
     SKIPPED_SPEECH_S,
     heard_until,
@@ -94,3 +95,16 @@ def test_the_words_heard_and_the_rest_make_one_final() -> None:
     assert joined_finals(None, tail) is tail
     assert joined_finals(head, None) is head
     assert joined_finals(None, None) is None
+
+
+def test_a_real_word_stretched_over_the_rest_counts_as_heard_for_a_second_at_most() -> None:
+    # a continuation of "... how much there might be" (earlier audio until 5.82 s) that heard
+    # it again and stretched "be" over the new "prudently in his power to do for them"
+    stretched = segment((4.80, 5.02, " might"), (5.02, 8.08, " be"), (8.08, 8.08, "."))
+    assert heard_until([stretched]) == 5.02 + MAX_WORD_S
+    assert skipped_from([stretched], 7.95, windows(6.23, 7.95)) == 5.02 + MAX_WORD_S
+    kept = words_until([stretched], 5.02 + MAX_WORD_S)
+    assert [(w.word, w.end) for w in kept[0].words] == [(" might", 5.02), (" be", 6.02)]
+    # a long word that ends with the speech is no skip
+    drawn_out = segment((0.4, 0.9, " So"), (0.9, 2.3, " sooo."))
+    assert skipped_from([drawn_out], 2.4, windows(0.4, 2.4)) is None

@@ -74,9 +74,10 @@ class FakeScheduler:
         return DecodeResult([segment], SimpleNamespace(language="en"), 0.01, 0.0)
 
     def words(self, seconds: float, encoder_window_s: float | None) -> list[Word]:
-        # one word lasting until the audio's post-speech pad: a decode that heard all the
-        # speech (skipped_speech.py)
-        return [Word(0.5, max(0.9, seconds - 0.4), self.answer(encoder_window_s), 0.9)]
+        # one word, ending at the audio's post-speech pad: a decode that heard all the speech
+        # (skipped_speech.py)
+        end = max(0.9, seconds - 0.4)
+        return [Word(max(0.5, end - 0.9), end, self.answer(encoder_window_s), 0.9)]
 
     def answer(self, encoder_window_s: float | None) -> str:
         return " hello"
@@ -306,6 +307,32 @@ async def test_a_continuation_that_stopped_short_of_its_speech_decodes_it_alone(
     finals = scheduler.of(Priority.FINAL)
     # the continuation's decode held the earlier audio; the rest was the new utterance alone
     assert finals[1].samples > finals[2].samples
+
+
+async def test_a_continuation_that_stretched_an_earlier_word_over_the_new_speech_is_redone() -> (
+    None
+):
+    # the continuation's decode heard "he was not" again, with "not" stretched over the new
+    # speech: that "not" is the earlier final's (an echo), and nothing else was heard
+    # (a 0.9 s pause: the new utterance's audio starts 0.4 s before its speech, at 1.9 s into
+    # the continuation's; "not", taken to last 1 s, ends at 2.0 s, before that speech)
+    audio = np.concatenate(
+        [pcm(0.5, 0), pcm(1.0, SPEECH), pcm(0.9, 0), pcm(1.5, SPEECH), pcm(1.0, 0)]
+    )
+
+    def first(seconds: float) -> list[tuple[str, float, float]]:
+        return [(" He", 0.5, 0.8), (" was", 0.8, 0.95), (" not", 0.95, 1.3)]
+
+    def stretched(seconds: float) -> list[tuple[str, float, float]]:
+        return [(" He", 0.5, 0.8), (" was", 0.8, 0.95), (" not", 0.95, seconds - 0.4)]
+
+    scheduler = Scripted(answers=[first, stretched, heard_whole])
+    sent, _ = await run(audio, scheduler=scheduler)
+    assert [m["text"] for m in sent if m["type"] == "final"] == ["He was not", "young man"]
+    finals = scheduler.of(Priority.FINAL)
+    # redone on the new utterance's audio alone: 0.4 s of pre-roll, its 1.5 s of speech and
+    # 0.15 s of the pause after it (what follows "not" would start 0.06 s into the pre-roll)
+    assert finals[2].samples / SAMPLE_RATE == pytest.approx(0.4 + 1.5 + 0.15, abs=0.03)
 
 
 async def test_the_rest_is_looked_for_once_even_when_its_decodes_loop() -> None:
