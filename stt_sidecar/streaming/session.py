@@ -556,7 +556,7 @@ class StreamSession:
         stopped short of the speech there. `speech`: the VAD's start and end of speech."""
         self._metrics.skipped_speech.inc()
         kept = words_until(heard, skipped_s)
-        # the decode's stop probability is its last word's: kept unless that word was cut
+        # the decode's stop probability is its last word's: kept unless that word was dropped
         kept_all = sum(len(s.words or ()) for s in kept) == sum(len(s.words or ()) for s in heard)
         head = shape_final(
             kept, language, offset, speech[0], offset + skipped_s, stop if kept_all else None
