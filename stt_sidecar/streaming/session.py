@@ -557,7 +557,7 @@ class StreamSession:
         self._metrics.skipped_speech.inc()
         kept = words_until(heard, skipped_s)
         # the decode's stop probability is its last word's: kept unless that word was dropped
-        kept_all = sum(len(s.words or ()) for s in kept) == sum(len(s.words or ()) for s in heard)
+        kept_all = word_count(kept) == word_count(heard)
         head = shape_final(
             kept, language, offset, speech[0], offset + skipped_s, stop if kept_all else None
         )
